@@ -1,0 +1,56 @@
+/**
+ * Where refresh tokens, client secrets and the data-encryption key live. Two adapters:
+ * Azure Key Vault (production) and a local AES-256-GCM file store (the embedded default).
+ * Both pass the same contract tests (test/shared/secrets/secret-store.contract.ts).
+ */
+
+export interface StoredSecret {
+  name: string;
+  value: string;
+  /** Opaque version id; a `set` always creates a new one. */
+  version: string;
+  /** When the secret itself stops being valid (a client secret's expiry), if known. */
+  expiresOn: Date | null;
+  createdOn: Date;
+  tags: Record<string, string>;
+}
+
+export interface SetSecretOptions {
+  expiresOn?: Date;
+  contentType?: string;
+  tags?: Record<string, string>;
+}
+
+export interface SecretStore {
+  /** Stores a new version. A name that was deleted (soft-deleted in Key Vault) is recovered first. */
+  set(name: string, value: string, options?: SetSecretOptions): Promise<StoredSecret>;
+  /** The latest version, or `null` when the name does not exist (or was deleted). */
+  get(name: string): Promise<StoredSecret | null>;
+  /** Deletes every version; deleting a missing name is not an error. */
+  delete(name: string): Promise<void>;
+  /** Cheap reachability probe for readiness. */
+  ping(): Promise<void>;
+}
+
+// Key Vault names: ^[0-9a-zA-Z-]{1,127}$; starting with a letter keeps every tool happy.
+const SECRET_NAME = /^[A-Za-z][0-9A-Za-z-]{0,126}$/;
+
+export function assertSecretName(name: string): void {
+  if (!SECRET_NAME.test(name)) throw new TypeError(`invalid secret name: ${JSON.stringify(name)}`);
+}
+
+/**
+ * Secret names derive from resource ids, which are random and never reused, so a
+ * soft-deleted secret can never block a new resource.
+ */
+export const secretNames = {
+  appClientSecret: (appId: string) => `${toNamePart(appId)}-client-secret`,
+  connectionRefreshToken: (connectionId: string) => `${toNamePart(connectionId)}-refresh-token`,
+  dataKey: () => 'broker-data-key',
+} as const;
+
+function toNamePart(id: string): string {
+  const part = id.replaceAll('_', '-');
+  assertSecretName(part);
+  return part;
+}
