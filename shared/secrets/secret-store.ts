@@ -3,6 +3,7 @@
  * Azure Key Vault (production) and a local AES-256-GCM file store (the embedded default).
  * Both pass the same contract tests (test/shared/secrets/secret-store.contract.ts).
  */
+import { Buffer } from 'node:buffer';
 
 export interface StoredSecret {
   name: string;
@@ -37,6 +38,30 @@ const SECRET_NAME = /^[A-Za-z][0-9A-Za-z-]{0,126}$/;
 
 export function assertSecretName(name: string): void {
   if (!SECRET_NAME.test(name)) throw new TypeError(`invalid secret name: ${JSON.stringify(name)}`);
+}
+
+/** Key Vault's limit; the local store enforces it too, so a local run fails where Azure would. */
+export const MAX_SECRET_VALUE_BYTES = 25 * 1024;
+
+// The Key Vault SDK writes `exp` as `(ms / 1000) | 0`, a 32-bit integer: later dates wrap negative.
+const LATEST_EXPIRY_MS = 2 ** 31 * 1000 - 1000;
+
+/** Checks what both adapters must refuse alike, before anything is sent or written. */
+export function assertSecretInput(name: string, value: string, options: SetSecretOptions = {}): void {
+  assertSecretName(name);
+  if (typeof value !== 'string') throw new TypeError('secret value must be a string');
+  if (Buffer.byteLength(value, 'utf8') > MAX_SECRET_VALUE_BYTES) {
+    throw new TypeError(`secret value for ${name} exceeds ${MAX_SECRET_VALUE_BYTES} bytes`);
+  }
+  const expiresOn = options.expiresOn;
+  if (expiresOn !== undefined && !(expiresOn instanceof Date && expiresOn.getTime() >= 1000 && expiresOn.getTime() <= LATEST_EXPIRY_MS)) {
+    throw new TypeError(`expiresOn for ${name} must be a valid date between 1970 and 2038-01-19`);
+  }
+  // Key Vault's tag limits: 15 tags, names up to 512 and values up to 256 characters.
+  const tags = Object.entries(options.tags ?? {});
+  if (tags.length > 15 || tags.some(([key, tag]) => typeof tag !== 'string' || key.length > 512 || tag.length > 256)) {
+    throw new TypeError(`tags for ${name} must be at most 15 strings (names up to 512, values up to 256 characters)`);
+  }
 }
 
 /**

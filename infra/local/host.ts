@@ -1,0 +1,196 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import functionsLibrary, { type HttpResponseInit } from '@azure/functions';
+import { httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
+import { BrokerError } from '../../shared/errors.js';
+import { problemResponse, type PlainResponse } from '../../shared/http/problem.js';
+
+// A CommonJS package whose classes Node's ESM loader cannot see as named exports.
+const { HttpRequest, InvocationContext } = functionsLibrary;
+
+/*
+ * A small stand-in for the Functions host (Core Tools cannot be installed everywhere): it
+ * serves the same registration table over node:http with the host's behaviour — the /api
+ * prefix, route templates with parameters and a catch-all, and the admin API's
+ * `POST /admin/functions/{name}` to run a timer now.
+ */
+
+/** The host reads bodies up to this; the 64 KB API limit is enforced above it, with a problem answer. */
+const HARD_BODY_LIMIT = 1024 * 1024;
+
+export interface LocalHostOptions {
+  registrations: Registration[];
+  services: ServicesProvider;
+  log?: (line: string) => void;
+}
+
+interface CompiledRoute {
+  registration: HttpRegistration;
+  segments: string[];
+  catchAll: boolean;
+  literals: number;
+}
+
+function compile(registration: HttpRegistration): CompiledRoute {
+  const segments = registration.route.split('/').filter(Boolean);
+  return {
+    registration,
+    segments,
+    catchAll: segments.some((segment) => segment.startsWith('{*')),
+    literals: segments.filter((segment) => !segment.startsWith('{')).length,
+  };
+}
+
+/** Like the host's router: literal segments beat parameters, and the catch-all comes last. */
+function bySpecificity(a: CompiledRoute, b: CompiledRoute): number {
+  return Number(a.catchAll) - Number(b.catchAll) || b.literals - a.literals || b.segments.length - a.segments.length;
+}
+
+function match(route: CompiledRoute, parts: string[]): Record<string, string> | null {
+  const params: Record<string, string> = {};
+  for (let index = 0; index < route.segments.length; index += 1) {
+    const segment = route.segments[index]!;
+    const catchAll = /^\{\*(\w+)\}$/.exec(segment);
+    if (catchAll) {
+      params[catchAll[1]!] = parts.slice(index).join('/');
+      return params;
+    }
+    const part = parts[index];
+    if (part === undefined) return null;
+    const param = /^\{(\w+)\}$/.exec(segment);
+    if (param) params[param[1]!] = part;
+    else if (segment.toLowerCase() !== part.toLowerCase()) return null;
+  }
+  return parts.length === route.segments.length ? params : null;
+}
+
+function decodeParts(path: string): string[] | null {
+  try {
+    return path.split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null;
+  }
+}
+
+async function readBody(request: IncomingMessage): Promise<Uint8Array | 'too-large'> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length;
+    if (size > HARD_BODY_LIMIT) return 'too-large';
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function headersOf(request: IncomingMessage): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return headers;
+}
+
+async function send(response: ServerResponse, init: HttpResponseInit | PlainResponse): Promise<void> {
+  const headers = new Headers(init.headers as ConstructorParameters<typeof Headers>[0]);
+  let body: string | Uint8Array = '';
+  if (typeof init.body === 'string') body = init.body;
+  else if (init.body instanceof Uint8Array) body = init.body;
+  else if (init.body !== undefined && init.body !== null) body = new Uint8Array(await new Response(init.body as ConstructorParameters<typeof Response>[0]).arrayBuffer());
+  response.statusCode = init.status ?? 200;
+  headers.forEach((value, name) => response.setHeader(name, value));
+  response.end(body);
+}
+
+export function createLocalHost(options: LocalHostOptions): Server {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const routes = options.registrations
+    .filter((registration): registration is HttpRegistration => registration.kind === 'http')
+    .map(compile)
+    .sort(bySpecificity);
+  const timers = new Map(
+    options.registrations
+      .filter((registration): registration is TimerRegistration => registration.kind === 'timer')
+      .map((timer) => [timer.name, timer]),
+  );
+  const handlers = new Map(routes.map((route) => [route, httpHandler(route.registration, options.services)]));
+
+  const context = (functionName: string) =>
+    new InvocationContext({
+      functionName,
+      invocationId: randomUUID(),
+      logHandler: (level, ...args) => log(`[${functionName}] ${level}: ${args.map((arg) => (arg instanceof Error ? arg.message : typeof arg === 'string' ? arg : JSON.stringify(arg))).join(' ')}`),
+    });
+
+  const problem = (error: BrokerError, path: string) => problemResponse(error, path, () => undefined);
+
+  async function runTimer(name: string, request: IncomingMessage, path: string): Promise<PlainResponse> {
+    if (request.method !== 'POST') {
+      return problem(new BrokerError('METHOD_NOT_ALLOWED', 'Run a function with POST.', { allow: ['POST'] }), path);
+    }
+    const services = options.services();
+    if (!services.operatorKeys.verify(request.headers.authorization)) {
+      return problem(new BrokerError('UNAUTHORIZED', 'Send an operator key as "Authorization: Bearer <key>".'), path);
+    }
+    const timer = timers.get(name);
+    if (!timer) return problem(new BrokerError('FUNCTION_NOT_FOUND', `No timer function is named "${name}".`), path);
+    // Unlike the Functions host, answer after the run: locally, "done" is what callers want to know.
+    const now = new Date().toISOString();
+    await timer.run(services, context(timer.name), {
+      isPastDue: false,
+      schedule: { adjustForDST: false },
+      scheduleStatus: { last: now, next: now, lastUpdated: now },
+    });
+    return { status: 202, headers: { 'cache-control': 'no-store' }, body: '' };
+  }
+
+  async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    const admin = /^\/admin\/functions\/([^/]+)\/?$/.exec(path);
+    if (admin) {
+      await send(response, await runTimer(decodeURIComponent(admin[1]!), request, path));
+      return;
+    }
+    const parts = decodeParts(path);
+    if (parts === null || parts[0] !== 'api') {
+      await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}; the API is under /api.`), path));
+      return;
+    }
+    const body = await readBody(request);
+    if (body === 'too-large') {
+      // The rest of the body is still on the wire: close the connection rather than read it.
+      response.setHeader('connection', 'close');
+      await send(response, problem(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path));
+      return;
+    }
+    const rest = parts.slice(1);
+    for (const route of routes) {
+      const params = match(route, rest);
+      if (!params) continue;
+      const host = request.headers.host ?? 'localhost';
+      const httpRequest = new HttpRequest({
+        method: request.method ?? 'GET',
+        url: `http://${host}${request.url ?? '/'}`,
+        headers: headersOf(request),
+        params,
+        ...(body.byteLength > 0 ? { body: { bytes: body } } : {}),
+      });
+      const result = await handlers.get(route)!(httpRequest, context(route.registration.name));
+      await send(response, result);
+      return;
+    }
+    await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
+  }
+
+  return createServer((request, response) => {
+    handle(request, response).catch((error: unknown) => {
+      log(`local host: unexpected error: ${error instanceof Error ? error.message : String(error)}`);
+      if (!response.headersSent) {
+        void send(response, problemResponse(error, undefined, () => undefined));
+      } else {
+        response.destroy();
+      }
+    });
+  });
+}

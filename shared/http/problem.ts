@@ -1,0 +1,52 @@
+import { BrokerError, problemType } from '../errors.js';
+
+/** A framework-free HTTP answer; functions/ turns it into the host's response type. */
+export interface PlainResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface ProblemDetails {
+  type: string;
+  code: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance?: string;
+  errors?: { field: string; message: string }[];
+}
+
+export const API_HEADERS: Readonly<Record<string, string>> = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+};
+
+/**
+ * The one place an error becomes an API answer (RFC 9457). Anything that is not a
+ * `BrokerError` is a bug or an outage: the caller gets a generic 500 and the details go
+ * to `log`, never into the response.
+ */
+export function problemResponse(error: unknown, instance: string | undefined, log: (message: string, error: unknown) => void): PlainResponse {
+  const known = error instanceof BrokerError ? error : null;
+  if (!known || known.status >= 500) log(known ? `${known.code}: ${known.message}` : 'unexpected error', error);
+  const failure = known ?? new BrokerError('INTERNAL', 'Something went wrong on our side; the error was logged.');
+  const problem: ProblemDetails = {
+    type: problemType(failure.code),
+    code: failure.code,
+    title: failure.title,
+    status: failure.status,
+    detail: failure.message,
+    ...(instance ? { instance } : {}),
+    ...(failure.fields ? { errors: failure.fields } : {}),
+  };
+  const headers: Record<string, string> = { ...API_HEADERS, 'content-type': 'application/problem+json' };
+  if (failure.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));
+  if (failure.allow) headers.allow = failure.allow.join(', ');
+  if (failure.status === 401) headers['www-authenticate'] = 'Bearer realm="mail-oauth-broker"';
+  return { status: failure.status, headers, body: JSON.stringify(problem) };
+}
+
+export function jsonResponse(status: number, value: unknown): PlainResponse {
+  return { status, headers: { ...API_HEADERS, 'content-type': 'application/json' }, body: JSON.stringify(value) };
+}

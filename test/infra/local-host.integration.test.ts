@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../infra/local/free-port.js';
+
+/*
+ * `npm start` as a user runs it: the compiled entry point (npm test builds it first), no
+ * settings but a port and a data folder, then plain HTTP calls.
+ */
+
+const entry = resolve('dist/infra/local/start.js');
+const dataDir = mkdtempSync(join(tmpdir(), 'broker-start-'));
+const running = new Set<ChildProcess>();
+
+afterAll(() => {
+  for (const child of running) child.kill('SIGKILL');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+function cleanEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !name.startsWith('BROKER_') && name !== 'PORT') env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function start(env: Record<string, string>): Started {
+  const child = spawn(process.execPath, [entry], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => {
+    running.delete(child);
+    done(code);
+  }));
+  return { child, output: () => output, exited };
+}
+
+async function waitFor(started: Started, text: string): Promise<void> {
+  const deadline = Date.now() + 45_000;
+  while (!started.output().includes(text)) {
+    if (started.child.exitCode !== null) throw new Error(`the broker exited early:\n${started.output()}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}":\n${started.output()}`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      done(true);
+    });
+    socket.once('error', () => done(false));
+  });
+}
+
+describe('npm start', () => {
+  it('serves the API with Azurite and a generated operator key, stops cleanly, and keeps data across restarts', async () => {
+    const port = await freePort();
+    const first = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: dataDir });
+    await waitFor(first, `listening on http://localhost:${port}/api`);
+
+    const operatorKey = readFileSync(join(dataDir, 'operator-key'), 'utf8').trim();
+    expect(first.output()).toContain(operatorKey);
+    const azuritePort = Number(/Azurite on 127\.0\.0\.1:(\d+)/.exec(first.output())?.[1]);
+    expect(azuritePort).toBeGreaterThan(0);
+
+    const base = `http://localhost:${port}`;
+    const auth = { authorization: `Bearer ${operatorKey}` };
+    expect(await (await fetch(`${base}/api/health`)).json()).toEqual({ status: 'ok' });
+    const created = await fetch(`${base}/api/manage/tenants`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'Survivor' }),
+    });
+    expect(created.status).toBe(201);
+    const tenant = (await created.json()) as { id: string };
+    const readiness = await fetch(`${base}/api/manage/health`, { headers: auth });
+    expect(readiness.status).toBe(200);
+    expect(await readiness.json()).toMatchObject({ ready: true });
+    expect((await fetch(`${base}/admin/functions/rotate-tokens`, { method: 'POST', headers: auth })).status).toBe(202);
+    expect((await fetch(`${base}/api/manage/tenants`, { headers: { authorization: 'Bearer nope' } })).status).toBe(401);
+
+    first.child.kill('SIGINT');
+    expect(await first.exited).toBe(0);
+    expect(await portOpen(azuritePort)).toBe(false);
+    expect(await portOpen(port)).toBe(false);
+
+    const second = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: dataDir });
+    await waitFor(second, `listening on http://localhost:${port}/api`);
+    expect(second.output()).not.toContain(operatorKey);
+    const again = await fetch(`${base}/api/manage/tenants/${tenant.id}`, { headers: auth });
+    expect(again.status).toBe(200);
+    expect(await again.json()).toMatchObject({ id: tenant.id, name: 'Survivor' });
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+  });
+
+  it('stops with one line naming a malformed setting', async () => {
+    const started = start({ PORT: String(await freePort()), BROKER_LOCAL_DATA_DIR: dataDir, BROKER_PUBLIC_URL: 'ftp://broker.example.com' });
+    expect(await started.exited).toBe(1);
+    const lines = started.output().trim().split('\n');
+    expect(lines.at(-1)).toMatch(/^Invalid setting BROKER_PUBLIC_URL: must be https/);
+    expect(started.output()).not.toMatch(/\n\s+at /);
+  });
+});
