@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { Services } from '../shared/composition.js';
 import { BrokerError, type InvalidField } from '../shared/errors.js';
 import { jsonResponse, problemResponse, type PlainResponse } from '../shared/http/problem.js';
+import { errorPage } from '../shared/http/result-pages.js';
 
 /*
  * The glue between the Functions programming model and the domain: one registration
@@ -23,6 +24,8 @@ export interface HttpRegistration {
   name: string;
   route: string;
   methods: Partial<Record<HttpMethod, Endpoint>>;
+  /** Browser routes answer failures with an HTML page instead of problem+json. */
+  errors?: 'problem' | 'page';
 }
 
 export interface TimerRegistration {
@@ -58,7 +61,8 @@ export function httpHandler(registration: HttpRegistration, services: ServicesPr
       }
       return toHttpResponse(await endpoint({ request, services: services(), context }));
     } catch (error) {
-      return toHttpResponse(problemResponse(error, instance, (message, cause) => context.error(message, cause)));
+      const log = (message: string, cause: unknown) => context.error(message, cause);
+      return toHttpResponse(registration.errors === 'page' ? errorPage(error, log) : problemResponse(error, instance, log));
     }
   };
 }

@@ -16,6 +16,16 @@ export const manageConnections: HttpRegistration[] = [
   },
   {
     kind: 'http',
+    name: 'manage-connection-authorize-link',
+    route: 'manage/connections/{id}/authorize-link',
+    methods: {
+      POST: operatorOnly(async ({ request, services }) =>
+        created(await services.connect.createLink(await services.connections.get(request.params.id))),
+      ),
+    },
+  },
+  {
+    kind: 'http',
     name: 'manage-connection',
     route: 'manage/connections/{id}',
     methods: {

@@ -1,3 +1,4 @@
+import { connect } from './connect.js';
 import { health } from './health.js';
 import type { Registration } from './http.js';
 import { manageApps } from './manage-apps.js';
@@ -8,5 +9,5 @@ import { rotateTokens } from './rotate-tokens.js';
 
 /** The one list of functions: the Functions host and the local host both register from it. */
 export function registrations(options: { rotationSchedule: string }): Registration[] {
-  return [...health, ...manageApps, ...manageTenants, ...manageConnections, rotateTokens(options.rotationSchedule), notFound];
+  return [...health, ...manageApps, ...manageTenants, ...manageConnections, ...connect, rotateTokens(options.rotationSchedule), notFound];
 }

@@ -1,7 +1,7 @@
 // The one test command (npm test): type-check, build, then the whole vitest suite.
 // Plain JavaScript so it can prepare what the suite needs before any TypeScript runs.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,6 +40,27 @@ function prepareTestCertificateAuthority() {
   return { dir, extraCaCerts: bundle };
 }
 
+// Browser tests drive Debian's Chromium through playwright-core; Playwright's own browser
+// download is never used (it needs more than the package registries).
+function ensureChromium() {
+  const path = process.env.BROKER_TEST_CHROMIUM || '/usr/bin/chromium';
+  if (existsSync(path)) return path;
+  if (process.getuid?.() !== 0) {
+    console.error(`npm test: the browser tests need Chromium at ${path}. Install it with: sudo apt-get install -y chromium`);
+    process.exit(1);
+  }
+  console.log('npm test: installing Chromium from Debian (apt-get install chromium) for the browser tests');
+  for (const args of [['update'], ['install', '-y', '--no-install-recommends', 'chromium']]) {
+    const result = spawnSync('apt-get', args, { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (result.status !== 0) {
+      console.error(`npm test: apt-get ${args[0]} failed`);
+      process.exit(result.status ?? 1);
+    }
+  }
+  return path;
+}
+
+const chromium = ensureChromium();
 run('type check', ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json']);
 run('build', ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json']);
 const tls = prepareTestCertificateAuthority();
@@ -47,4 +68,5 @@ run('vitest', ['node_modules/vitest/vitest.mjs', 'run', ...process.argv.slice(2)
   ...process.env,
   NODE_EXTRA_CA_CERTS: tls.extraCaCerts,
   BROKER_TEST_CA_DIR: tls.dir,
+  BROKER_TEST_CHROMIUM: chromium,
 });

@@ -1,5 +1,7 @@
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import { OperatorKeys } from './auth/api-keys.js';
+import { ConnectService } from './connect/connect-service.js';
+import { MsalIdentityClient, type IdentityClient } from './identity/msal-identity.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { Maintenance } from './maintenance.js';
@@ -20,6 +22,8 @@ export interface Services {
   apps: AppsService;
   tenants: TenantsService;
   connections: ConnectionsService;
+  identity: IdentityClient;
+  connect: ConnectService;
   maintenance: Maintenance;
   readiness(): Promise<Readiness>;
 }
@@ -43,15 +47,29 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const tables = overrides.tables ?? createStorageTables({ setting: config.tables, credential: azureCredential });
   const secrets = overrides.secrets ?? createSecretStore(config, azureCredential);
   const connections = new ConnectionsService({ tables, secrets, clock });
+  const apps = new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri });
+  const identity = new MsalIdentityClient({ authorityHost: config.authorityHost });
   return {
     config,
     clock,
     tables,
     secrets,
     operatorKeys: new OperatorKeys(config.operatorKeys),
-    apps: new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri }),
+    apps,
     tenants: new TenantsService({ tables, clock, connections }),
     connections,
+    identity,
+    connect: new ConnectService({
+      tables,
+      secrets,
+      clock,
+      identity,
+      apps,
+      publicUrl: config.publicUrl,
+      redirectUri: config.redirectUri,
+      linkTtlHours: config.linkTtlHours,
+      mailResource: config.mailResource,
+    }),
     maintenance: new Maintenance({ tables, clock }),
     readiness: () =>
       checkReadiness({ tables, secrets, secretStoreKind: config.keyVault ? 'key-vault' : 'local', alertSender: config.alertSender }),

@@ -21,6 +21,16 @@ const catalogue = {
   MAILBOX_ALREADY_CONNECTED: { status: 409, title: 'This mailbox already has a connection' },
   APP_IN_USE: { status: 409, title: 'The app is still used by connections' },
   CONFLICT: { status: 409, title: 'The resource was changed by another request' },
+  LINK_NOT_FOUND: { status: 404, title: 'This link does not work' },
+  LINK_EXPIRED: { status: 410, title: 'This link has expired' },
+  LINK_USED: { status: 410, title: 'This mailbox is already connected' },
+  SIGN_IN_INCOMPLETE: { status: 400, title: 'The sign-in did not come back complete' },
+  SIGN_IN_EXPIRED: { status: 400, title: 'The sign-in took too long or was already used' },
+  WRONG_ACCOUNT: { status: 403, title: 'You signed in with a different account' },
+  DIFFERENT_PERSON: { status: 403, title: 'This mailbox was connected by someone else' },
+  SIGN_IN_FAILED: { status: 400, title: 'Microsoft did not complete the sign-in' },
+  APP_MISCONFIGURED: { status: 502, title: 'The broker\'s Microsoft app needs attention' },
+  MICROSOFT_UNAVAILABLE: { status: 503, title: 'Microsoft is not answering right now' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The request body must be JSON' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
@@ -45,6 +55,8 @@ export interface BrokerErrorOptions {
   retryAfterSeconds?: number;
   /** Methods a route does accept, for 405 answers. */
   allow?: string[];
+  /** The exact action that resolves it, for people (result pages, statusReason). */
+  fix?: string;
 }
 
 export class BrokerError extends Error {
@@ -55,6 +67,7 @@ export class BrokerError extends Error {
   readonly fields: InvalidField[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly allow: string[] | undefined;
+  readonly fix: string | undefined;
 
   constructor(code: ErrorCode, detail: string, options: BrokerErrorOptions = {}) {
     super(detail, options.cause === undefined ? undefined : { cause: options.cause });
@@ -64,6 +77,7 @@ export class BrokerError extends Error {
     this.fields = options.fields;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.allow = options.allow;
+    this.fix = options.fix;
   }
 }
 

@@ -133,6 +133,11 @@ describe('openapi.json', () => {
         // Readiness answers 503 with its own JSON document, by design.
         if (path === '/manage/health' && status === '503') continue;
         const content = resolve(response as Json).content as Json | undefined;
+        // Browser routes answer people, with HTML result pages.
+        if (operation.tags?.includes('browser')) {
+          expect(Object.keys(content ?? {}), `${key(method, path)} ${status}`).toEqual(['text/html']);
+          continue;
+        }
         expect(Object.keys(content ?? {}), `${key(method, path)} ${status}`).toEqual(['application/problem+json']);
         expect(content!['application/problem+json'].schema, `${key(method, path)} ${status}`).toEqual({ $ref: '#/components/schemas/Problem' });
       }

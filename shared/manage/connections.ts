@@ -82,6 +82,7 @@ export class ConnectionsService {
       lastRefreshAt: null,
       boundObjectId: null,
       boundTenantId: null,
+      refreshTokenUpdatedAt: null,
       createdAt: now,
       updatedAt: now,
     };

@@ -93,6 +93,8 @@ export const connectionRecord = z.object({
   /** The identity bound by the first successful sign-in (`oid` + `tid`). */
   boundObjectId: nullable(z.string()),
   boundTenantId: nullable(z.string()),
+  /** When the stored refresh token was last written; limits Key Vault writes to one a day. */
+  refreshTokenUpdatedAt: nullable(timestamp),
   createdAt: timestamp,
   updatedAt: timestamp,
 });

@@ -1,0 +1,165 @@
+import { ConfidentialClientApplication, CryptoProvider, LogLevel, ServerError, type AuthenticationResult, type Configuration } from '@azure/msal-node';
+import { z } from 'zod';
+import type { MailProtocol } from '../storage/records.js';
+
+/*
+ * The broker's only use of MSAL. Every operation builds a fresh ConfidentialClientApplication
+ * with an empty in-memory cache, so one cache never holds two mailboxes' tokens and the
+ * refresh token read back is certainly this connection's.
+ *
+ * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
+ */
+
+export interface AppCredentials {
+  clientId: string;
+  /** Directory tenant GUID, `organizations` or `common`. */
+  tenant: string;
+  clientSecret: string;
+}
+
+export interface SignedInIdentity {
+  /** `preferred_username`, `upn` and `email` as Microsoft sent them, in that order, de-duplicated. */
+  usernames: string[];
+  objectId: string;
+  tenantId: string;
+  name: string | null;
+}
+
+export interface DelegatedTokens {
+  accessToken: string;
+  expiresOn: Date;
+  scopes: string[];
+  refreshToken: string;
+  identity: SignedInIdentity;
+}
+
+export interface IdentityClient {
+  authorizeUrl(input: { app: AppCredentials; redirectUri: string; scopes: string[]; state: string; codeChallenge: string; loginHint: string }): Promise<string>;
+  redeemCode(input: { app: AppCredentials; redirectUri: string; scopes: string[]; code: string; codeVerifier: string }): Promise<DelegatedTokens>;
+  refresh(input: { app: AppCredentials; scopes: string[]; refreshToken: string }): Promise<DelegatedTokens>;
+}
+
+const DELEGATED_SCOPE: Record<MailProtocol, string> = {
+  smtp: 'SMTP.Send',
+  imap: 'IMAP.AccessAsUser.All',
+  pop: 'POP.AccessAsUser.All',
+};
+
+/** `offline_access` plus one mail scope per protocol; without `offline_access` there is no refresh token. */
+export function delegatedScopes(protocols: readonly MailProtocol[], mailResource: string): string[] {
+  return ['offline_access', ...protocols.map((protocol) => `${mailResource}/${DELEGATED_SCOPE[protocol]}`)];
+}
+
+export async function newPkcePair(): Promise<{ verifier: string; challenge: string }> {
+  return new CryptoProvider().generatePkceCodes();
+}
+
+const serializedCache = z.object({
+  RefreshToken: z.record(z.string(), z.object({ secret: z.string() })).default({}),
+});
+
+const idClaims = z.object({
+  preferred_username: z.string().optional(),
+  upn: z.string().optional(),
+  email: z.string().optional(),
+  name: z.string().optional(),
+  oid: z.string().optional(),
+  tid: z.string().optional(),
+});
+
+export class MissingRefreshTokenError extends Error {
+  override readonly name = 'MissingRefreshTokenError';
+  constructor() {
+    super('Microsoft returned no refresh token (was offline_access granted?)');
+  }
+}
+
+export class MsalIdentityClient implements IdentityClient {
+  private readonly knownAuthority: string;
+
+  constructor(private readonly options: { authorityHost: string; log?: (message: string) => void }) {
+    // Naming the host as known stops MSAL from asking login.microsoftonline.com for instance
+    // discovery, which sovereign clouds and local identity providers need.
+    this.knownAuthority = new URL(options.authorityHost).host;
+  }
+
+  private client(app: AppCredentials): ConfidentialClientApplication {
+    const log = this.options.log;
+    const configuration: Configuration = {
+      auth: {
+        clientId: app.clientId,
+        clientSecret: app.clientSecret,
+        authority: `${this.options.authorityHost}/${app.tenant}`,
+        knownAuthorities: [this.knownAuthority],
+      },
+      system: {
+        loggerOptions: {
+          piiLoggingEnabled: false,
+          logLevel: LogLevel.Warning,
+          loggerCallback: (_level, message, containsPii) => {
+            if (!containsPii) log?.(message);
+          },
+        },
+      },
+    };
+    return new ConfidentialClientApplication(configuration);
+  }
+
+  authorizeUrl(input: Parameters<IdentityClient['authorizeUrl']>[0]): Promise<string> {
+    return this.client(input.app).getAuthCodeUrl({
+      scopes: input.scopes,
+      redirectUri: input.redirectUri,
+      state: input.state,
+      codeChallenge: input.codeChallenge,
+      codeChallengeMethod: 'S256',
+      loginHint: input.loginHint,
+      responseMode: 'query',
+    });
+  }
+
+  async redeemCode(input: Parameters<IdentityClient['redeemCode']>[0]): Promise<DelegatedTokens> {
+    const client = this.client(input.app);
+    const result = await client.acquireTokenByCode({
+      code: input.code,
+      codeVerifier: input.codeVerifier,
+      redirectUri: input.redirectUri,
+      scopes: input.scopes,
+    });
+    return this.tokens(client, result);
+  }
+
+  async refresh(input: Parameters<IdentityClient['refresh']>[0]): Promise<DelegatedTokens> {
+    const client = this.client(input.app);
+    const result = await client.acquireTokenByRefreshToken({ refreshToken: input.refreshToken, scopes: input.scopes, forceCache: true });
+    if (!result) throw new MissingRefreshTokenError();
+    return this.tokens(client, result);
+  }
+
+  /** The refresh token never appears in an AuthenticationResult; it is in the (private, per-call) cache. */
+  private tokens(client: ConfidentialClientApplication, result: AuthenticationResult): DelegatedTokens {
+    // msal resolves with an empty token when a 429/5xx body carries no `error` member.
+    if (!result.accessToken) {
+      throw new ServerError('temporarily_unavailable', result.correlationId, 'Microsoft answered without an access token.');
+    }
+    const cache = serializedCache.parse(JSON.parse(client.getTokenCache().serialize()));
+    const refreshToken = Object.values(cache.RefreshToken)[0]?.secret;
+    if (!refreshToken) throw new MissingRefreshTokenError();
+    const claims = idClaims.parse(result.idTokenClaims ?? {});
+    const usernames = [claims.preferred_username, claims.upn, claims.email, result.account?.username].filter(
+      (value, index, all): value is string => typeof value === 'string' && value !== '' && all.indexOf(value) === index,
+    );
+    return {
+      accessToken: result.accessToken,
+      // No expiry means we cannot know: treat it as expired so the next call refreshes.
+      expiresOn: result.expiresOn ?? new Date(0),
+      scopes: result.scopes,
+      refreshToken,
+      identity: {
+        usernames,
+        objectId: claims.oid ?? result.account?.localAccountId ?? result.uniqueId,
+        tenantId: claims.tid ?? result.account?.tenantId ?? result.tenantId,
+        name: claims.name ?? null,
+      },
+    };
+  }
+}
