@@ -1,7 +1,7 @@
-import type { AddressInfo } from 'node:net';
 import { registrations } from '../../functions/registrations.js';
 import { createServices, type ServiceOverrides, type Services } from '../../shared/composition.js';
 import { loadConfig } from '../../shared/config.js';
+import { freePort } from '../../infra/local/free-port.js';
 import { createLocalHost } from '../../infra/local/host.js';
 
 export const OPERATOR_KEY = 'test-operator-key-0123456789abcdef0123456789';
@@ -20,7 +20,10 @@ export async function startTestBroker(options: {
   env?: Record<string, string>;
   overrides?: ServiceOverrides;
 }): Promise<TestBroker> {
+  // The port is chosen first so the public URL, and with it the redirect URI, is known up front.
+  const port = await freePort();
   const config = loadConfig({
+    BROKER_PUBLIC_URL: `http://localhost:${port}`,
     BROKER_OPERATOR_KEY: OPERATOR_KEY,
     BROKER_TABLES_CONNECTION: options.tablesConnection,
     BROKER_SANDBOX: 'false',
@@ -32,8 +35,8 @@ export async function startTestBroker(options: {
     services: () => services,
     log: () => undefined,
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const baseUrl = `http://localhost:${port}`;
   return {
     baseUrl,
     services,
