@@ -561,12 +561,15 @@ function classify(raw: RawError, operation: MicrosoftOperation, context: Classif
   };
 }
 
-/** Facts that outrank the AADSTS number: the HTTP status, and a user who pressed Cancel. */
+/** Facts that outrank the AADSTS number: the HTTP status, and a user who pressed Cancel on the sign-in page. */
 function overridingRule(raw: RawError): MicrosoftErrorRule | undefined {
   // msal-node keeps the status only for client credentials; a 429/5xx is transient whatever the body says.
   if (raw.status === 429) return rulesByCode.get('HTTP 429');
   if (raw.status !== null && raw.status >= 500 && raw.status <= 599) return rulesByCode.get('HTTP 5xx');
-  if (raw.kind === 'redirect' && raw.code === 'access_denied' && raw.subError === 'cancel') return rulesByCode.get('access_denied/cancel');
+  // A declined consent also arrives as access_denied/cancel, but with AADSTS65004: that says more.
+  if (raw.kind === 'redirect' && raw.code === 'access_denied' && raw.subError === 'cancel' && aadstsNumber(raw) === null) {
+    return rulesByCode.get('access_denied/cancel');
+  }
   return undefined;
 }
 

@@ -91,6 +91,7 @@ describe('operator authentication', () => {
     ['GET', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
     ['PATCH', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
     ['DELETE', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
+    ['POST', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/authorize-link'],
   ];
 
   it.each(routes)('%s %s refuses a missing, wrong or tenant key with 401', async (method, path) => {

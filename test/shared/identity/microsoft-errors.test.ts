@@ -403,11 +403,11 @@ describe('transient failures', () => {
 });
 
 describe('classifyRedirectError', () => {
-  it('recognises a cancelled sign-in', () => {
+  it('recognises a cancelled sign-in, and a cancelled consent by its AADSTS65004', () => {
     expect(classifyRedirectError({ error: 'access_denied', error_subcode: 'cancel', error_description: 'AADSTS65004: User declined to consent to access the app.' }, 'authorize')).toMatchObject({
       class: 'user_declined',
       code: 'AADSTS65004',
-      message: 'The sign-in was cancelled before it finished.',
+      message: 'The person signing in declined the requested permissions.',
       blamesMailbox: false,
     });
     expect(classifyRedirectError({ error: 'access_denied', error_subcode: 'cancel' }, 'authorize')).toMatchObject({ class: 'user_declined', code: 'access_denied', aadsts: null });
