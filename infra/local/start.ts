@@ -1,17 +1,32 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { join, resolve } from 'node:path';
 import { registrations } from '../../functions/registrations.js';
-import { createServices, type Services } from '../../shared/composition.js';
+import { createServices } from '../../shared/composition.js';
 import { ConfigError, loadConfig, type Config, type Environment } from '../../shared/config.js';
-import { startAzuriteTables, type AzuriteTables } from './azurite.js';
+import { startAzuriteTables } from './azurite.js';
 import { createLocalHost } from './host.js';
+import {
+  describeSandbox,
+  relaunchTrusting,
+  SANDBOX_TLS_DIR,
+  seedSandboxDemo,
+  startLocalSandbox,
+  trustSandboxCertificateAuthority,
+  type SandboxTrust,
+} from './sandbox.js';
 
 /*
  * `npm start`: the broker on http://localhost:7071/api with nothing configured. It starts
  * what a newcomer does not have (Azurite's Table service, an operator key, the local
- * secret store) and stops all of it on Ctrl-C. Real settings replace each default.
+ * secret store, and, unless BROKER_AUTHORITY_HOST names a real one, the sandbox identity
+ * provider with a demo app, tenant and connection) and stops all of it on Ctrl-C. Real
+ * settings replace each default.
  */
+
+// Only ever used to validate the other settings before a real key is read or generated.
+const STAND_IN_OPERATOR_KEY = 'stand-in-operator-key-for-validation-only';
 
 function readOrCreateOperatorKey(dataDir: string): { key: string; created: boolean; path: string } {
   const path = join(dataDir, 'operator-key');
@@ -21,26 +36,57 @@ function readOrCreateOperatorKey(dataDir: string): { key: string; created: boole
   return { key, created: true, path };
 }
 
+function exitWithConfigError(error: ConfigError): never {
+  console.error(error.message);
+  process.exit(1);
+}
+
 function configOrExit(env: Environment): Config {
   try {
     return loadConfig(env);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(error.message);
-      process.exit(1);
-    }
+    if (error instanceof ConfigError) exitWithConfigError(error);
     throw error;
   }
 }
+
+const isSet = (value: string | undefined) => value !== undefined && value.trim() !== '';
 
 async function main(): Promise<void> {
   const env: Record<string, string | undefined> = { ...process.env };
   const dataDir = resolve(env.BROKER_LOCAL_DATA_DIR?.trim() || '.data');
   env.BROKER_LOCAL_DATA_DIR = dataDir;
+  // Links and the redirect URI must point at the port this host listens on.
+  const port = env.PORT?.trim() ?? '';
+  if (!isSet(env.BROKER_PUBLIC_URL) && /^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535) {
+    env.BROKER_PUBLIC_URL = `http://localhost:${Number(port)}`;
+  }
+
+  const needsOperatorKey = !isSet(env.BROKER_OPERATOR_KEY);
+  const needsAzurite = !isSet(env.BROKER_TABLES_CONNECTION) && !isSet(env.BROKER_TABLES_URL);
+  // Check every setting before starting anything, with stand-ins for what we would generate or start.
+  const checked = configOrExit({
+    ...env,
+    ...(needsOperatorKey ? { BROKER_OPERATOR_KEY: STAND_IN_OPERATOR_KEY } : {}),
+    ...(needsAzurite ? { BROKER_TABLES_CONNECTION: 'UseDevelopmentStorage=true' } : {}),
+  });
+  if (checked.sandbox && isSet(env.BROKER_AUTHORITY_HOST)) {
+    exitWithConfigError(
+      new ConfigError('BROKER_SANDBOX', `the sandbox is the identity provider, so it cannot run with BROKER_AUTHORITY_HOST=${env.BROKER_AUTHORITY_HOST}; unset one of them`, env.BROKER_SANDBOX),
+    );
+  }
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 
+  // Before anything starts: on a Node that cannot trust the CA at run time this re-runs the
+  // command in a process that trusts it from the start, and only that process starts things.
+  let trust: SandboxTrust | undefined;
+  if (checked.sandbox) {
+    trust = await trustSandboxCertificateAuthority(join(dataDir, SANDBOX_TLS_DIR));
+    if (trust.relaunchWith) process.exit(await relaunchTrusting(trust.relaunchWith));
+  }
+
   const notes: string[] = [];
-  if (!env.BROKER_OPERATOR_KEY?.trim()) {
+  if (needsOperatorKey) {
     const operator = readOrCreateOperatorKey(dataDir);
     env.BROKER_OPERATOR_KEY = operator.key;
     notes.push(
@@ -50,46 +96,61 @@ async function main(): Promise<void> {
     );
   }
 
-  const needsAzurite = !env.BROKER_TABLES_CONNECTION?.trim() && !env.BROKER_TABLES_URL?.trim();
-  // Check every setting before starting anything, with a stand-in for the Azurite we would start.
-  const config = configOrExit(needsAzurite ? { ...env, BROKER_TABLES_CONNECTION: 'UseDevelopmentStorage=true' } : env);
-
-  let azurite: AzuriteTables | undefined;
-  if (needsAzurite) {
-    azurite = await startAzuriteTables({ location: join(dataDir, 'azurite') });
-    config.tables = { kind: 'connectionString', connectionString: azurite.connectionString };
-    notes.push(`Table Storage: Azurite on 127.0.0.1:${azurite.port}, data in ${join(dataDir, 'azurite')}`);
-  }
-  const stopAzurite = async () => {
-    await azurite?.stop();
+  // Everything started so far, stopped in reverse order on Ctrl-C or when the start fails.
+  const stoppers: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const stopOne of stoppers.splice(0).reverse()) await stopOne().catch(() => undefined);
   };
 
-  let services: Services | undefined;
-  const provider = () => (services ??= createServices(config));
-  provider();
-  notes.push(config.keyVault ? `Secrets: Key Vault ${config.keyVault.url}` : `Secrets: local encrypted store in ${dataDir}`);
+  try {
+    if (needsAzurite) {
+      const azurite = await startAzuriteTables({ location: join(dataDir, 'azurite') });
+      stoppers.push(() => azurite.stop());
+      env.BROKER_TABLES_CONNECTION = azurite.connectionString;
+      notes.push(`Table Storage: Azurite on 127.0.0.1:${azurite.port}, data in ${join(dataDir, 'azurite')}`);
+    }
 
-  const server = createLocalHost({ registrations: registrations({ rotationSchedule: config.rotationSchedule }), services: provider });
-  await new Promise<void>((resolvePromise, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, '127.0.0.1', () => resolvePromise());
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
+    let sandboxLines: string[] = [];
+    const idp = trust ? await startLocalSandbox(trust.ca) : undefined;
+    if (idp) {
+      stoppers.push(() => idp.close());
+      env.BROKER_AUTHORITY_HOST = idp.authorityHost;
+      env.BROKER_SANDBOX = 'true';
+    }
 
-  console.log(`Mail OAuth Broker is listening on http://localhost:${port}/api`);
-  for (const note of notes) console.log(note);
-  console.log(`Run the rotate-tokens timer now: curl -X POST -H "Authorization: Bearer <operator key>" http://localhost:${port}/admin/functions/rotate-tokens`);
-  console.log('Press Ctrl-C to stop.');
+    const config = loadConfig(env);
+    const services = createServices(config);
+    notes.push(config.keyVault ? `Secrets: Key Vault ${config.keyVault.url}` : `Secrets: local encrypted store in ${dataDir}`);
+    if (idp && trust) sandboxLines = describeSandbox(idp, trust.ca, await seedSandboxDemo({ idp, services, dataDir }));
+
+    const server: Server = createLocalHost({ registrations: registrations({ rotationSchedule: config.rotationSchedule }), services: () => services });
+    await new Promise<void>((resolvePromise, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, '127.0.0.1', () => resolvePromise());
+    });
+    stoppers.push(async () => {
+      server.closeAllConnections();
+      await new Promise<void>((done) => server.close(() => done()));
+    });
+    const address = server.address();
+    const listening = typeof address === 'object' && address ? address.port : config.port;
+
+    console.log(`Mail OAuth Broker is listening on http://localhost:${listening}/api`);
+    for (const note of notes) console.log(note);
+    console.log(`Run the rotate-tokens timer now: curl -X POST -H "Authorization: Bearer <operator key>" http://localhost:${listening}/admin/functions/rotate-tokens`);
+    for (const line of sandboxLines) console.log(line);
+    console.log('Press Ctrl-C to stop.');
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     console.log(`${signal}: stopping`);
-    server.closeAllConnections();
-    await new Promise<void>((done) => server.close(() => done()));
-    await stopAzurite();
+    await stopAll();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -8,7 +8,9 @@ import { freePort } from '../../infra/local/free-port.js';
 
 /*
  * `npm start` as a user runs it: the compiled entry point (npm test builds it first), no
- * settings but a port and a data folder, then plain HTTP calls.
+ * settings but a port and a data folder, then plain HTTP calls. The test's
+ * NODE_EXTRA_CA_CERTS is not passed on: the broker trusts what it starts by itself.
+ * (The sandbox's demo and sign-in: sandbox-start.integration.test.ts.)
  */
 
 const entry = resolve('dist/infra/local/start.js');
@@ -23,7 +25,7 @@ afterAll(() => {
 function cleanEnv(extra: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
-    if (value !== undefined && !name.startsWith('BROKER_') && name !== 'PORT') env[name] = value;
+    if (value !== undefined && !name.startsWith('BROKER_') && name !== 'PORT' && name !== 'NODE_EXTRA_CA_CERTS') env[name] = value;
   }
   return { ...env, ...extra };
 }
@@ -77,6 +79,11 @@ describe('npm start', () => {
     expect(first.output()).toContain(operatorKey);
     const azuritePort = Number(/Azurite on 127\.0\.0\.1:(\d+)/.exec(first.output())?.[1]);
     expect(azuritePort).toBeGreaterThan(0);
+    // BROKER_AUTHORITY_HOST is unset, so the sandbox runs by default.
+    await waitFor(first, 'Connect the demo mailbox: open ');
+    const sandboxPorts = [...first.output().matchAll(/Sandbox identity provider: https:\/\/localhost:(\d+) \(sign-in pages on http:\/\/localhost:(\d+)\)/g)]
+      .flatMap((match) => [Number(match[1]), Number(match[2])]);
+    expect(sandboxPorts).toHaveLength(2);
 
     const base = `http://localhost:${port}`;
     const auth = { authorization: `Bearer ${operatorKey}` };
@@ -98,6 +105,7 @@ describe('npm start', () => {
     expect(await first.exited).toBe(0);
     expect(await portOpen(azuritePort)).toBe(false);
     expect(await portOpen(port)).toBe(false);
+    for (const sandboxPort of sandboxPorts) expect(await portOpen(sandboxPort)).toBe(false);
 
     const second = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: dataDir });
     await waitFor(second, `listening on http://localhost:${port}/api`);
@@ -109,11 +117,44 @@ describe('npm start', () => {
     expect(await second.exited).toBe(0);
   });
 
-  it('stops with one line naming a malformed setting', async () => {
-    const started = start({ PORT: String(await freePort()), BROKER_LOCAL_DATA_DIR: dataDir, BROKER_PUBLIC_URL: 'ftp://broker.example.com' });
+  it('stops with one line naming a malformed setting, before creating anything', async () => {
+    const untouched = join(dataDir, 'never-created');
+    const started = start({ PORT: String(await freePort()), BROKER_LOCAL_DATA_DIR: untouched, BROKER_PUBLIC_URL: 'ftp://broker.example.com' });
     expect(await started.exited).toBe(1);
     const lines = started.output().trim().split('\n');
+    expect(lines).toHaveLength(1);
     expect(lines.at(-1)).toMatch(/^Invalid setting BROKER_PUBLIC_URL: must be https/);
     expect(started.output()).not.toMatch(/\n\s+at /);
+    expect(existsSync(untouched)).toBe(false);
+  });
+
+  it('refuses BROKER_SANDBOX=true next to a real BROKER_AUTHORITY_HOST with one line', async () => {
+    const started = start({
+      PORT: String(await freePort()),
+      BROKER_LOCAL_DATA_DIR: join(dataDir, 'never-created'),
+      BROKER_SANDBOX: 'true',
+      BROKER_AUTHORITY_HOST: 'https://login.microsoftonline.us',
+    });
+    expect(await started.exited).toBe(1);
+    expect(started.output().trim()).toMatch(/^Invalid setting BROKER_SANDBOX: [^\n]*BROKER_AUTHORITY_HOST[^\n]*$/);
+  });
+
+  it('starts no sandbox with BROKER_SANDBOX=false', async () => {
+    const plainDir = mkdtempSync(join(tmpdir(), 'broker-start-plain-'));
+    try {
+      const port = await freePort();
+      const started = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: plainDir, BROKER_SANDBOX: 'false' });
+      await waitFor(started, 'Press Ctrl-C to stop.');
+      expect(started.output()).toContain(`listening on http://localhost:${port}/api`);
+      expect(started.output()).not.toContain('Sandbox');
+      expect(started.output()).not.toContain('Connect the demo mailbox');
+      expect(readdirSync(plainDir)).not.toContain('sandbox-tls');
+      expect(readdirSync(plainDir)).not.toContain('sandbox.json');
+      expect(await (await fetch(`http://localhost:${port}/api/health`)).json()).toEqual({ status: 'ok' });
+      started.child.kill('SIGINT');
+      expect(await started.exited).toBe(0);
+    } finally {
+      rmSync(plainDir, { recursive: true, force: true });
+    }
   });
 });
