@@ -30,6 +30,8 @@ export const connect: HttpRegistration[] = [
           error: query.get('error') ?? undefined,
           error_description: query.get('error_description') ?? undefined,
           error_subcode: query.get('error_subcode') ?? undefined,
+          admin_consent: query.get('admin_consent') ?? undefined,
+          tenant: query.get('tenant') ?? undefined,
         });
         return renderSuccessPage(connected);
       },

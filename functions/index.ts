@@ -39,3 +39,8 @@ for (const registration of registrations({ rotationSchedule: config.rotationSche
     });
   }
 }
+
+// Queued audit events are written before the worker goes away.
+app.hook.appTerminate(async () => {
+  await services?.audit.close();
+});

@@ -12,6 +12,12 @@ import { checkReadiness, type Readiness } from './readiness.js';
 import { createSecretStore } from './secrets/create-secret-store.js';
 import type { SecretStore } from './secrets/secret-store.js';
 import { createStorageTables, type StorageTables } from './storage/tables.js';
+import { AccessTokens } from './tokens/access-tokens.js';
+import { AuditLog } from './tokens/audit-log.js';
+import { KeyUsage } from './tokens/key-usage.js';
+import { assertWithinRateLimit, RateLimiter } from './tokens/rate-limiter.js';
+import { DataKey } from './tokens/data-key.js';
+import { TokenService } from './tokens/token-service.js';
 
 export interface Services {
   config: Config;
@@ -24,6 +30,9 @@ export interface Services {
   connections: ConnectionsService;
   identity: IdentityClient;
   connect: ConnectService;
+  accessTokens: AccessTokens;
+  tokens: TokenService;
+  audit: AuditLog;
   maintenance: Maintenance;
   readiness(): Promise<Readiness>;
 }
@@ -34,6 +43,7 @@ export interface ServiceOverrides {
   tables?: StorageTables;
   secrets?: SecretStore;
   credential?: TokenCredential;
+  log?: (message: string, detail?: unknown) => void;
 }
 
 /**
@@ -49,6 +59,22 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const connections = new ConnectionsService({ tables, secrets, clock });
   const apps = new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri });
   const identity = new MsalIdentityClient({ authorityHost: config.authorityHost });
+  const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
+  const accessTokens = new AccessTokens({
+    tables,
+    secrets,
+    clock,
+    identity,
+    apps,
+    dataKey: new DataKey(secrets),
+    mailResource: config.mailResource,
+    mailAppResource: config.mailAppResource,
+    redirectUri: config.redirectUri,
+    log,
+  });
+  const audit = new AuditLog({ table: tables.auditClient, clock, onError: log });
+  const keyUsage = new KeyUsage({ table: tables.tenantKeysClient, clock, onError: log });
+  const rateLimiter = new RateLimiter({ limitPerMinute: config.tokenRateLimit, clock });
   return {
     config,
     clock,
@@ -69,8 +95,20 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
       redirectUri: config.redirectUri,
       linkTtlHours: config.linkTtlHours,
       mailResource: config.mailResource,
+      mailAppResource: config.mailAppResource,
     }),
-    maintenance: new Maintenance({ tables, clock }),
+    accessTokens,
+    tokens: new TokenService({
+      tables,
+      clock,
+      accessTokens,
+      hosts: { smtp: config.smtp, imap: config.imap, pop: config.pop },
+      checkRateLimit: (keyId) => assertWithinRateLimit(rateLimiter, keyId),
+      audit: (event) => audit.record(event),
+      touchKey: (tenantId, keyId) => keyUsage.touch(tenantId, keyId),
+    }),
+    audit,
+    maintenance: new Maintenance({ tables, clock, auditRetentionDays: config.auditRetentionDays }),
     readiness: () =>
       checkReadiness({ tables, secrets, secretStoreKind: config.keyVault ? 'key-vault' : 'local', alertSender: config.alertSender }),
   };

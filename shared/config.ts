@@ -44,6 +44,7 @@ export interface Config {
   sweepTimeBudgetSeconds: number;
   tokenRateLimit: number;
   linkTtlHours: number;
+  auditRetentionDays: number;
   port: number;
   runningInAzure: boolean;
 }
@@ -196,6 +197,7 @@ export function loadConfig(env: Environment): Config {
     sweepTimeBudgetSeconds: parseWith(env, 'BROKER_SWEEP_TIME_BUDGET_S', positiveInt(3600), 'must be a whole number of seconds', '240'),
     tokenRateLimit: parseWith(env, 'BROKER_TOKEN_RATE_LIMIT', positiveInt(1_000_000), 'must be a whole number of requests per minute', '600'),
     linkTtlHours: parseWith(env, 'BROKER_LINK_TTL_HOURS', positiveInt(24 * 90), 'must be a whole number of hours from 1 to 2160', '168'),
+    auditRetentionDays: parseWith(env, 'BROKER_AUDIT_RETENTION_DAYS', positiveInt(3650), 'must be a whole number of days from 1 to 3650', '90'),
     port: parseWith(env, 'PORT', z.coerce.number().int().min(0).max(65535), 'must be a port number', '7071'),
     runningInAzure,
   };

@@ -31,6 +31,8 @@ const catalogue = {
   SIGN_IN_FAILED: { status: 400, title: 'Microsoft did not complete the sign-in' },
   APP_MISCONFIGURED: { status: 502, title: 'The broker\'s Microsoft app needs attention' },
   MICROSOFT_UNAVAILABLE: { status: 503, title: 'Microsoft is not answering right now' },
+  NEEDS_REAUTH: { status: 409, title: 'The mailbox must be authorized again' },
+  NOT_CONNECTED: { status: 409, title: 'The mailbox is not connected yet' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The request body must be JSON' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
@@ -57,6 +59,8 @@ export interface BrokerErrorOptions {
   allow?: string[];
   /** The exact action that resolves it, for people (result pages, statusReason). */
   fix?: string;
+  /** Extra problem members (RFC 9457 §3.2), e.g. where to get a new link. */
+  extensions?: Record<string, string>;
 }
 
 export class BrokerError extends Error {
@@ -68,6 +72,7 @@ export class BrokerError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly allow: string[] | undefined;
   readonly fix: string | undefined;
+  readonly extensions: Record<string, string> | undefined;
 
   constructor(code: ErrorCode, detail: string, options: BrokerErrorOptions = {}) {
     super(detail, options.cause === undefined ? undefined : { cause: options.cause });
@@ -78,6 +83,7 @@ export class BrokerError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.allow = options.allow;
     this.fix = options.fix;
+    this.extensions = options.extensions;
   }
 }
 

@@ -14,6 +14,7 @@ import {
   patchConnectionInput,
   patchTenantInput,
 } from '../shared/manage/inputs.js';
+import { tokenRequestInput } from '../shared/tokens/inputs.js';
 
 /*
  * openapi.json is hand-maintained; these checks keep it honest against the registration
@@ -221,6 +222,7 @@ describe('openapi.json', () => {
       ['/manage/tenants/{id}', 'patch', patchTenantInput],
       ['/manage/connections', 'post', createConnectionInput],
       ['/manage/connections/{id}', 'patch', patchConnectionInput],
+      ['/token', 'post', tokenRequestInput],
     ];
     it.each(bodies)('%s %s body', (path, method, schema) => {
       const operation = operationOf(path, method);

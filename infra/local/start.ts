@@ -120,6 +120,10 @@ async function main(): Promise<void> {
 
     const config = loadConfig(env);
     const services = createServices(config);
+    // Stopped after the server (stoppers run in reverse): queued audit events are written out.
+    stoppers.push(async () => {
+      await services.audit.close();
+    });
     notes.push(config.keyVault ? `Secrets: Key Vault ${config.keyVault.url}` : `Secrets: local encrypted store in ${dataDir}`);
     if (idp && trust) sandboxLines = describeSandbox(idp, trust.ca, await seedSandboxDemo({ idp, services, dataDir }));
 

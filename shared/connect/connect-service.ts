@@ -21,6 +21,7 @@ import type { StorageTables } from '../storage/tables.js';
  */
 
 const STATE_LIFETIME_MINUTES = 10;
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface ConnectDeps {
   tables: StorageTables;
@@ -32,11 +33,14 @@ export interface ConnectDeps {
   redirectUri: string;
   linkTtlHours: number;
   mailResource: string;
+  mailAppResource: string;
 }
 
 export interface AuthorizeLink {
   url: string;
   expiresAt: string;
+  /** app_only: the same one-click link, which leads the customer's admin to Microsoft's admin consent. */
+  adminConsentUrl?: string;
 }
 
 export interface CallbackQuery {
@@ -45,12 +49,16 @@ export interface CallbackQuery {
   error?: string | undefined;
   error_description?: string | undefined;
   error_subcode?: string | undefined;
+  admin_consent?: string | undefined;
+  tenant?: string | undefined;
 }
 
 export interface Connected {
   mailbox: string;
   signedInAs: string;
   reauthorized: boolean;
+  /** app_only: what the customer must still do in Exchange Online needs these. */
+  adminConsent?: { tenantId: string; clientId: string };
 }
 
 const hashState = (state: string) => createHash('sha256').update(state, 'utf8').digest('hex');
@@ -87,7 +95,8 @@ export class ConnectService {
       completedAt: null,
     };
     await this.deps.tables.links.insert(link);
-    return { url: `${this.deps.publicUrl}/api/connect/${link.id}`, expiresAt: link.expiresAt };
+    const url = `${this.deps.publicUrl}/api/connect/${link.id}`;
+    return { url, expiresAt: link.expiresAt, ...(connection.mode === 'app_only' ? { adminConsentUrl: url } : {}) };
   }
 
   /**
@@ -111,22 +120,27 @@ export class ConnectService {
     const app = await this.deps.apps.get(connection.value.appId);
 
     const state = randomBytes(32).toString('base64url');
-    const pkce = await newPkcePair();
+    const appOnly = connection.value.mode === 'app_only';
+    const pkce = appOnly ? null : await newPkcePair();
     const expectedMailbox = connection.value.signInName ?? connection.value.mailbox;
     const request: AuthRequestRecord = {
       stateHash: hashState(state),
       connectionId: connection.value.id,
       linkId: link.value.id,
-      kind: 'authorize',
-      codeVerifier: pkce.verifier,
+      kind: appOnly ? 'admin_consent' : 'authorize',
+      codeVerifier: pkce?.verifier ?? null,
       expectedMailbox,
       createdAt: now.toISOString(),
       expiresAt: addMinutes(now, STATE_LIFETIME_MINUTES).toISOString(),
     };
     await this.deps.tables.authRequests.insert(request);
     try {
+      const credentials = { clientId: app.clientId, tenant: app.tenant, clientSecret: await this.deps.apps.clientSecret(app) };
+      if (!pkce) {
+        return await this.deps.identity.adminConsentUrl({ app: credentials, redirectUri: this.deps.redirectUri, state, scope: this.appOnlyScope() });
+      }
       return await this.deps.identity.authorizeUrl({
-        app: { clientId: app.clientId, tenant: app.tenant, clientSecret: await this.deps.apps.clientSecret(app) },
+        app: credentials,
         redirectUri: this.deps.redirectUri,
         scopes: delegatedScopes(connection.value.protocols, this.deps.mailResource),
         state,
@@ -156,9 +170,15 @@ export class ConnectService {
     return found.value;
   }
 
+  private appOnlyScope(): string {
+    return `${this.deps.mailAppResource}/.default`;
+  }
+
   async callback(query: CallbackQuery): Promise<Connected> {
     const request = await this.consumeState(query.state);
-    if (query.error) throw fromMicrosoft(classifyRedirectError({ error: query.error, error_description: query.error_description, error_subcode: query.error_subcode }, 'authorize', { redirectUri: this.deps.redirectUri }));
+    const operation = request.kind === 'admin_consent' ? 'admin_consent' : 'authorize';
+    if (query.error) throw fromMicrosoft(classifyRedirectError({ error: query.error, error_description: query.error_description, error_subcode: query.error_subcode }, operation, { redirectUri: this.deps.redirectUri }));
+    if (request.kind === 'admin_consent') return this.adminConsented(request, query);
     if (!query.code) {
       throw new BrokerError('SIGN_IN_INCOMPLETE', 'Microsoft sent neither a code nor an error.', { fix: 'Open the Authorize link again.' });
     }
@@ -192,6 +212,42 @@ export class ConnectService {
     return { mailbox: connection.value.mailbox, signedInAs, reauthorized };
   }
 
+  /**
+   * The customer's admin granted the app's application permissions in their directory
+   * (`admin_consent=True&tenant=…`); from now on tokens come from client credentials there.
+   */
+  private async adminConsented(request: AuthRequestRecord, query: CallbackQuery): Promise<Connected> {
+    const tenant = query.tenant?.toLowerCase();
+    if (query.admin_consent?.toLowerCase() !== 'true' || !tenant || !GUID.test(tenant)) {
+      throw new BrokerError('SIGN_IN_INCOMPLETE', 'Microsoft did not confirm the admin consent.', { fix: 'Open the link again and select Accept as an administrator of the organisation.' });
+    }
+    const connection = await this.deps.tables.connections.get(request.connectionId, '');
+    if (!connection) throw new BrokerError('LINK_NOT_FOUND', 'The mailbox connection behind this link no longer exists.', { fix: 'Ask your provider for a new Authorize link.' });
+    const app = await this.deps.apps.get(connection.value.appId);
+    if (GUID.test(app.tenant) && app.tenant !== tenant) {
+      throw new BrokerError('WRONG_ACCOUNT', `The consent came from directory ${tenant}, but this app belongs to directory ${app.tenant}.`, {
+        fix: 'Sign in as an administrator of the directory the app is registered in.',
+      });
+    }
+    if (connection.value.customerTenantId !== null && connection.value.customerTenantId !== tenant) {
+      throw new BrokerError('DIFFERENT_PERSON', `${connection.value.mailbox} was connected for directory ${connection.value.customerTenantId}, not ${tenant}.`, {
+        fix: 'An administrator of the original directory must grant the consent, or your provider recreates the connection.',
+      });
+    }
+    await this.update(connection.value.id, (current, now) => ({
+      ...current,
+      status: 'connected',
+      statusReason: null,
+      connectedAt: now,
+      customerTenantId: tenant,
+      accessTokenCipher: null,
+      accessTokenExpiresAt: null,
+      updatedAt: now,
+    }));
+    if (request.linkId) await this.completeLink(request.linkId);
+    return { mailbox: connection.value.mailbox, signedInAs: `an administrator of directory ${tenant}`, reauthorized: false, adminConsent: { tenantId: tenant, clientId: app.clientId } };
+  }
+
   private checkIdentity(expected: string, connection: ConnectionRecord, appTenant: string, tokens: DelegatedTokens): void {
     const { identity } = tokens;
     const signedInAs = identity.usernames[0] ?? 'an account without a user name';
@@ -213,27 +269,31 @@ export class ConnectService {
     }
   }
 
+  private markConnected(connectionId: string, tokens: DelegatedTokens): Promise<void> {
+    return this.update(connectionId, (current, now) => ({
+      ...current,
+      status: 'connected',
+      statusReason: null,
+      connectedAt: now,
+      lastRefreshAt: now,
+      refreshTokenUpdatedAt: now,
+      boundObjectId: tokens.identity.objectId,
+      boundTenantId: tokens.identity.tenantId,
+      // A token cached for the previous grant must not outlive it.
+      accessTokenCipher: null,
+      accessTokenExpiresAt: null,
+      retryNotBefore: null,
+      updatedAt: now,
+    }));
+  }
+
   /** Conditional on the row's ETag, re-read on conflict: a concurrent writer's fields survive. */
-  private async markConnected(connectionId: string, tokens: DelegatedTokens): Promise<void> {
+  private async update(connectionId: string, change: (current: ConnectionRecord, now: string) => ConnectionRecord): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt += 1) {
       const current = await this.deps.tables.connections.get(connectionId, '');
       if (!current) return;
-      const now = this.deps.clock.now().toISOString();
       try {
-        await this.deps.tables.connections.replace(
-          {
-            ...current.value,
-            status: 'connected',
-            statusReason: null,
-            connectedAt: now,
-            lastRefreshAt: now,
-            refreshTokenUpdatedAt: now,
-            boundObjectId: tokens.identity.objectId,
-            boundTenantId: tokens.identity.tenantId,
-            updatedAt: now,
-          },
-          current.etag,
-        );
+        await this.deps.tables.connections.replace(change(current.value, this.deps.clock.now().toISOString()), current.etag);
         return;
       } catch (error) {
         if (!(error instanceof StorageConflictError)) throw error;

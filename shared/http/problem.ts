@@ -15,6 +15,8 @@ export interface ProblemDetails {
   detail: string;
   instance?: string;
   errors?: { field: string; message: string }[];
+  fix?: string;
+  [extension: string]: unknown;
 }
 
 export const API_HEADERS: Readonly<Record<string, string>> = {
@@ -32,6 +34,8 @@ export function problemResponse(error: unknown, instance: string | undefined, lo
   if (!known || known.status >= 500) log(known ? `${known.code}: ${known.message}` : 'unexpected error', error);
   const failure = known ?? new BrokerError('INTERNAL', 'Something went wrong on our side; the error was logged.');
   const problem: ProblemDetails = {
+    // Extensions first: they can never overwrite the standard members.
+    ...failure.extensions,
     type: problemType(failure.code),
     code: failure.code,
     title: failure.title,
@@ -39,6 +43,7 @@ export function problemResponse(error: unknown, instance: string | undefined, lo
     detail: failure.message,
     ...(instance ? { instance } : {}),
     ...(failure.fields ? { errors: failure.fields } : {}),
+    ...(failure.fix ? { fix: failure.fix } : {}),
   };
   const headers: Record<string, string> = { ...API_HEADERS, 'content-type': 'application/problem+json' };
   if (failure.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));

@@ -33,10 +33,20 @@ export interface DelegatedTokens {
   identity: SignedInIdentity;
 }
 
+export interface AppOnlyToken {
+  accessToken: string;
+  expiresOn: Date;
+  scopes: string[];
+}
+
 export interface IdentityClient {
   authorizeUrl(input: { app: AppCredentials; redirectUri: string; scopes: string[]; state: string; codeChallenge: string; loginHint: string }): Promise<string>;
   redeemCode(input: { app: AppCredentials; redirectUri: string; scopes: string[]; code: string; codeVerifier: string }): Promise<DelegatedTokens>;
   refresh(input: { app: AppCredentials; scopes: string[]; refreshToken: string }): Promise<DelegatedTokens>;
+  /** Client credentials in the customer's directory (`tenant` is its GUID), scope `{resource}/.default`. */
+  clientCredentials(input: { app: AppCredentials; tenant: string; scope: string }): Promise<AppOnlyToken>;
+  /** The admin consent URL a customer's admin opens in a browser. */
+  adminConsentUrl(input: { app: AppCredentials; redirectUri: string; state: string; scope: string }): Promise<string>;
 }
 
 const DELEGATED_SCOPE: Record<MailProtocol, string> = {
@@ -57,6 +67,8 @@ export async function newPkcePair(): Promise<{ verifier: string; challenge: stri
 const serializedCache = z.object({
   RefreshToken: z.record(z.string(), z.object({ secret: z.string() })).default({}),
 });
+
+const openIdConfiguration = z.object({ authorization_endpoint: z.url() });
 
 const idClaims = z.object({
   preferred_username: z.string().optional(),
@@ -133,6 +145,48 @@ export class MsalIdentityClient implements IdentityClient {
     const result = await client.acquireTokenByRefreshToken({ refreshToken: input.refreshToken, scopes: input.scopes, forceCache: true });
     if (!result) throw new MissingRefreshTokenError();
     return this.tokens(client, result);
+  }
+
+  async clientCredentials(input: Parameters<IdentityClient['clientCredentials']>[0]): Promise<AppOnlyToken> {
+    const result = await this.client({ ...input.app, tenant: input.tenant }).acquireTokenByClientCredential({ scopes: [input.scope], skipCache: true });
+    if (!result?.accessToken) {
+      throw new ServerError('temporarily_unavailable', result?.correlationId ?? '', 'Microsoft answered without an access token.');
+    }
+    return { accessToken: result.accessToken, expiresOn: result.expiresOn ?? new Date(0), scopes: result.scopes };
+  }
+
+  /**
+   * `{authority}/{tenant}/v2.0/adminconsent`. The browser-facing host is the one of the
+   * authority's authorization endpoint, which for Microsoft is the authority itself and for
+   * the local sandbox is its plain-http sign-in host.
+   *
+   * @see https://learn.microsoft.com/entra/identity-platform/v2-admin-consent
+   */
+  async adminConsentUrl(input: Parameters<IdentityClient['adminConsentUrl']>[0]): Promise<string> {
+    const origin = await this.browserOrigin(input.app.tenant);
+    const url = new URL(`${origin}/${encodeURIComponent(input.app.tenant)}/v2.0/adminconsent`);
+    url.searchParams.set('client_id', input.app.clientId);
+    url.searchParams.set('redirect_uri', input.redirectUri);
+    url.searchParams.set('state', input.state);
+    url.searchParams.set('scope', input.scope);
+    return url.toString();
+  }
+
+  private readonly origins = new Map<string, Promise<string>>();
+
+  private browserOrigin(tenant: string): Promise<string> {
+    let origin = this.origins.get(tenant);
+    if (!origin) {
+      origin = (async () => {
+        const response = await fetch(`${this.options.authorityHost}/${encodeURIComponent(tenant)}/v2.0/.well-known/openid-configuration`);
+        if (!response.ok) throw new ServerError('temporarily_unavailable', '', `The authority's metadata answered ${response.status}.`);
+        const metadata = openIdConfiguration.parse(await response.json());
+        return new URL(metadata.authorization_endpoint).origin;
+      })();
+      origin.catch(() => this.origins.delete(tenant));
+      this.origins.set(tenant, origin);
+    }
+    return origin;
   }
 
   /** The refresh token never appears in an AuthenticationResult; it is in the (private, per-call) cache. */

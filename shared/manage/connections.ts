@@ -82,7 +82,13 @@ export class ConnectionsService {
       lastRefreshAt: null,
       boundObjectId: null,
       boundTenantId: null,
+      customerTenantId: null,
       refreshTokenUpdatedAt: null,
+      accessTokenCipher: null,
+      accessTokenExpiresAt: null,
+      leaseOwner: null,
+      leaseUntil: null,
+      retryNotBefore: null,
       createdAt: now,
       updatedAt: now,
     };

@@ -93,8 +93,18 @@ export const connectionRecord = z.object({
   /** The identity bound by the first successful sign-in (`oid` + `tid`). */
   boundObjectId: nullable(z.string()),
   boundTenantId: nullable(z.string()),
+  /** app_only: the customer's directory, learned from the admin consent redirect. */
+  customerTenantId: nullable(z.string()),
   /** When the stored refresh token was last written; limits Key Vault writes to one a day. */
   refreshTokenUpdatedAt: nullable(timestamp),
+  /** The current access token, encrypted with the data key, so other instances need not refresh. */
+  accessTokenCipher: nullable(z.string()),
+  accessTokenExpiresAt: nullable(timestamp),
+  /** The refresh lease: one instance refreshes, the others wait for its result. */
+  leaseOwner: nullable(z.string()),
+  leaseUntil: nullable(timestamp),
+  /** No call to Microsoft for this connection before this time (loop detection, throttling). */
+  retryNotBefore: nullable(timestamp),
   createdAt: timestamp,
   updatedAt: timestamp,
 });

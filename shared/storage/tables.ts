@@ -30,6 +30,10 @@ export interface StorageTables {
   mailboxIndex: EntityTable<MailboxIndexRecord>;
   authRequests: EntityTable<AuthRequestRecord>;
   links: EntityTable<LinkRecord>;
+  /** Raw: audit rows are written in batched transactions (shared/tokens/audit-log.ts). */
+  auditClient: TableClient;
+  /** Raw client of the tenant keys table, for the one-property Merge of lastUsedAt (shared/tokens/key-usage.ts). */
+  tenantKeysClient: TableClient;
   /** A cheap round trip for readiness. */
   ping(): Promise<void>;
 }
@@ -65,6 +69,8 @@ export function createStorageTables(options: StorageOptions): StorageTables {
     mailboxIndex: table('mailboxindex', mailboxIndexCodec),
     authRequests: table('authrequests', authRequestCodec),
     links: table('links', linkCodec),
+    auditClient: client('audit'),
+    tenantKeysClient: client('tenantkeys'),
     ping: async () => {
       await tenants.get('ping', '');
     },

@@ -50,10 +50,12 @@ export async function startTestBroker(options: {
       }
       return fetch(`${baseUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
     },
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      await services.audit.close();
+    },
   };
 }

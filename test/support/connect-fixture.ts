@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { startAzuriteTables, type AzuriteTables } from '../../infra/local/azurite.js';
 import { startSandboxIdentityProvider, type SandboxIdentityProvider } from '../../infra/local/sandbox-idp/index.js';
 import type { Clock } from '../../shared/clock.js';
+import { openPage, signInThroughPages } from '../infra/sandbox-idp/support.js';
 import { startTestBroker, type TestBroker } from './broker.js';
 import { startKeyVaultFake, type KeyVaultFake } from './key-vault-fake.js';
 import { issueTestServerCertificate } from './test-ca.js';
@@ -40,7 +41,8 @@ export async function startConnectFixture(): Promise<ConnectFixture> {
   const idp = await startSandboxIdentityProvider({ tls });
   const broker = await startTestBroker({
     tablesConnection: azurite.connectionString,
-    env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost },
+    // The refresh storm sends 1,000 requests with one key; the rate limit has its own test.
+    env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost, BROKER_TOKEN_RATE_LIMIT: '100000' },
     overrides: { clock },
   });
 
@@ -98,4 +100,21 @@ export async function newLink(fixture: ConnectFixture, connectionId: string): Pr
   if (response.status !== 201) throw new Error(`creating the link failed: ${response.status} ${await response.text()}`);
   const body = (await response.json()) as { url: string; expiresAt: string };
   return { link: body.url, expiresAt: body.expiresAt };
+}
+
+/** A connected mailbox: a new sandbox user signs in through the link's pages. */
+export async function connectMailbox(fixture: ConnectFixture, mailbox: string, extra: Record<string, unknown> = {}): Promise<string> {
+  fixture.idp.addUser({ upn: mailbox, tid: CUSTOMER_TENANT });
+  const { connectionId, link } = await connectionWithLink(fixture, mailbox, extra);
+  const opened = await openPage(link);
+  const back = await signInThroughPages(fixture.idp, opened.location!.toString());
+  const page = await openPage(back.location!.toString());
+  if (page.status !== 200) throw new Error(`connecting ${mailbox} failed: ${page.status} ${page.html}`);
+  return connectionId;
+}
+
+/** A tenant API key for the fixture's tenant (or another). */
+export async function tenantKey(fixture: ConnectFixture, tenantId = fixture.tenantId): Promise<string> {
+  const response = await fixture.broker.call('POST', `/api/manage/tenants/${tenantId}/keys`);
+  return ((await response.json()) as { key: string }).key;
 }

@@ -26,6 +26,8 @@ export interface Fault {
   /** Seconds; sent as Retry-After. Defaults to 1 for 429 and 503. */
   retryAfterSeconds?: number;
   code?: string;
+  /** Only requests with this method fail (e.g. 'PUT': writes fail, reads work). */
+  method?: string;
 }
 
 export interface RecordedRequest {
@@ -45,6 +47,7 @@ export interface KeyVaultFake {
   tenantId: string;
   /** The next `count` requests, whatever they are, answer with `fault`. */
   failNext(count: number, fault?: Fault): void;
+  clearFaults(): void;
   requests(): readonly RecordedRequest[];
   clearRequests(): void;
   liveSecretNames(): string[];
@@ -229,7 +232,8 @@ export async function startKeyVaultFake(options: KeyVaultFakeOptions = {}): Prom
     try {
       const raw = await readBody(req);
       record.hasBody = raw.length > 0;
-      const fault = faults.shift();
+      const index = faults.findIndex((candidate) => candidate.method === undefined || candidate.method === req.method);
+      const fault = index === -1 ? undefined : faults.splice(index, 1)[0];
       if (fault) {
         record.fault = true;
         const status = fault.status ?? 429;
@@ -282,6 +286,7 @@ export async function startKeyVaultFake(options: KeyVaultFakeOptions = {}): Prom
     failNext(count, fault = {}) {
       for (let i = 0; i < count; i += 1) faults.push(fault);
     },
+    clearFaults: () => void faults.splice(0),
     requests: () => log.map((entry) => ({ ...entry })),
     clearRequests: () => void log.splice(0),
     liveSecretNames: () => [...live.values()].map((entry) => entry.name),

@@ -1,0 +1,18 @@
+import { tokenRequestInput } from '../shared/tokens/inputs.js';
+import { ok, readJson, type HttpRegistration } from './http.js';
+
+export const token: HttpRegistration[] = [
+  {
+    kind: 'http',
+    name: 'token',
+    route: 'token',
+    methods: {
+      POST: async ({ request, services }) => {
+        // The key first: an unauthenticated caller learns nothing, not even about its body.
+        const principal = await services.tenants.authenticate(request.headers.get('authorization'));
+        const input = await readJson(request, tokenRequestInput);
+        return ok(await services.tokens.issueFor(principal, input.connection));
+      },
+    },
+  },
+];

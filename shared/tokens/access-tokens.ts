@@ -1,0 +1,290 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { Clock } from '../clock.js';
+import { BrokerError } from '../errors.js';
+import { delegatedScopes, type AppOnlyToken, type DelegatedTokens, type IdentityClient } from '../identity/msal-identity.js';
+import { classifyMicrosoftError, type MicrosoftFailure } from '../identity/microsoft-errors.js';
+import type { AppsService } from '../manage/apps.js';
+import { secretNames, type SecretStore } from '../secrets/secret-store.js';
+import { StorageConflictError, type Versioned } from '../storage/entity-table.js';
+import type { ConnectionRecord } from '../storage/records.js';
+import type { StorageTables } from '../storage/tables.js';
+import type { DataKey } from './data-key.js';
+
+/*
+ * Fresh access tokens for connections, refreshed once however many ask. The order is the
+ * one that holds across instances: the in-process cache, a single flight per connection,
+ * then the shared encrypted token in the connection's row, then an ETag lease on that row
+ * so exactly one instance calls Microsoft, and a re-read by everyone else.
+ */
+
+/** Refresh ahead of expiry: a token with less than this left is not handed out when a refresh can succeed. */
+export const REFRESH_AHEAD_MS = 5 * 60_000;
+const LEASE_MS = 30_000;
+/** Key Vault allows ~300 writes per 10 s per vault; a rotated refresh token is written at most once a day. */
+const REFRESH_TOKEN_WRITE_INTERVAL_MS = 24 * 3_600_000;
+
+export interface AccessToken {
+  accessToken: string;
+  expiresOn: Date;
+  scopes: string[];
+  source: 'memory' | 'shared' | 'refresh';
+}
+
+export interface AccessTokenDeps {
+  tables: StorageTables;
+  secrets: SecretStore;
+  clock: Clock;
+  identity: IdentityClient;
+  apps: AppsService;
+  dataKey: DataKey;
+  mailResource: string;
+  mailAppResource: string;
+  redirectUri: string;
+  log: (message: string, detail?: unknown) => void;
+  /** How long a waiting instance polls the row for the lease holder's token. */
+  leaseWaitMs?: number;
+  leasePollMs?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const sealedToken = z.object({ accessToken: z.string(), expiresOn: z.string(), scopes: z.array(z.string()) });
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class AccessTokens {
+  private readonly memory = new Map<string, AccessToken>();
+  private readonly flights = new Map<string, Promise<AccessToken>>();
+  /** Identifies this instance as a lease owner. */
+  private readonly instance = randomUUID();
+
+  constructor(private readonly deps: AccessTokenDeps) {}
+
+  private fresh(token: AccessToken | null | undefined): token is AccessToken {
+    return !!token && token.expiresOn.getTime() - this.deps.clock.now().getTime() > REFRESH_AHEAD_MS;
+  }
+
+  private usable(token: AccessToken | null | undefined): token is AccessToken {
+    return !!token && token.expiresOn.getTime() > this.deps.clock.now().getTime() + 30_000;
+  }
+
+  /** A token with more than five minutes left, refreshing if needed; one refresh per connection at a time. */
+  async get(connection: ConnectionRecord): Promise<AccessToken> {
+    const cached = this.memory.get(connection.id);
+    if (this.fresh(cached)) return { ...cached, source: 'memory' };
+    let flight = this.flights.get(connection.id);
+    if (!flight) {
+      flight = this.acquire(connection.id, cached).finally(() => this.flights.delete(connection.id));
+      this.flights.set(connection.id, flight);
+    }
+    return flight;
+  }
+
+  forget(connectionId: string): void {
+    this.memory.delete(connectionId);
+  }
+
+  private remember(connectionId: string, token: AccessToken): AccessToken {
+    this.memory.set(connectionId, token);
+    return token;
+  }
+
+  private async shared(row: ConnectionRecord): Promise<AccessToken | null> {
+    if (!row.accessTokenCipher) return null;
+    try {
+      const plain = await this.deps.dataKey.decrypt(row.accessTokenCipher, row.id);
+      const parsed = plain === null ? null : sealedToken.safeParse(JSON.parse(plain));
+      if (!parsed?.success) return null;
+      return { accessToken: parsed.data.accessToken, expiresOn: new Date(parsed.data.expiresOn), scopes: parsed.data.scopes, source: 'shared' };
+    } catch (error) {
+      this.deps.log('the shared token could not be read; refreshing instead', error);
+      return null;
+    }
+  }
+
+  private async acquire(connectionId: string, stale: AccessToken | undefined): Promise<AccessToken> {
+    const { clock, tables } = this.deps;
+    const deadline = clock.now().getTime() + (this.deps.leaseWaitMs ?? 20_000);
+    const sleep = this.deps.sleep ?? defaultSleep;
+    let lastSeen: AccessToken | null = stale ?? null;
+    for (;;) {
+      const row = await tables.connections.get(connectionId, '');
+      if (!row) throw new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
+      const shared = await this.shared(row.value);
+      if (this.fresh(shared)) return this.remember(connectionId, shared);
+      if (this.usable(shared)) lastSeen = shared;
+
+      const now = clock.now();
+      const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
+      if (!heldByOther) {
+        const leased = await this.takeLease(row, now);
+        if (leased) return this.refreshHolding(leased, lastSeen);
+      }
+      if (now.getTime() > deadline) {
+        if (this.usable(lastSeen)) return this.remember(connectionId, lastSeen);
+        throw new BrokerError('MICROSOFT_UNAVAILABLE', 'Another instance is refreshing this token and has not finished; try again shortly.', {
+          retryAfterSeconds: 5,
+        });
+      }
+      await sleep(this.deps.leasePollMs ?? 100);
+    }
+  }
+
+  private async takeLease(row: Versioned<ConnectionRecord>, now: Date): Promise<Versioned<ConnectionRecord> | null> {
+    try {
+      return await this.deps.tables.connections.replace(
+        { ...row.value, leaseOwner: this.instance, leaseUntil: new Date(now.getTime() + LEASE_MS).toISOString() },
+        row.etag,
+      );
+    } catch (error) {
+      if (error instanceof StorageConflictError) return null;
+      throw error;
+    }
+  }
+
+  /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
+  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null): Promise<AccessToken> {
+    const connection = leased.value;
+    const now = this.deps.clock.now();
+    if (connection.retryNotBefore && connection.retryNotBefore > now.toISOString()) {
+      await this.release(leased, {});
+      if (this.usable(lastSeen)) return this.remember(connection.id, lastSeen);
+      const wait = Math.ceil((new Date(connection.retryNotBefore).getTime() - now.getTime()) / 1000);
+      throw new BrokerError('MICROSOFT_UNAVAILABLE', 'Microsoft asked the broker to pause calls for this mailbox.', { retryAfterSeconds: wait });
+    }
+    if (connection.mode === 'app_only') return this.clientCredentialsHolding(leased, lastSeen);
+    const stored = await this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id));
+    if (!stored) {
+      const reason = { code: 'NO_REFRESH_TOKEN', message: 'No refresh token is stored for this mailbox.', fix: 'Send the mailbox owner a new Authorize link.' };
+      await this.release(leased, { status: 'needs_reauth', statusReason: reason });
+      throw needsReauth(connection.id, reason.message, reason.fix);
+    }
+    const app = await this.deps.apps.get(connection.appId);
+    let tokens: DelegatedTokens;
+    try {
+      tokens = await this.deps.identity.refresh({
+        app: { clientId: app.clientId, tenant: app.tenant, clientSecret: await this.deps.apps.clientSecret(app) },
+        scopes: delegatedScopes(connection.protocols, this.deps.mailResource),
+        refreshToken: stored.value,
+      });
+    } catch (error) {
+      return this.failed(leased, classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri }), lastSeen);
+    }
+
+    // The new refresh token is stored before the row says so; if the write fails the old one,
+    // which Microsoft does not revoke on redemption, stays in use.
+    let refreshTokenUpdatedAt = connection.refreshTokenUpdatedAt;
+    const writeDue = !refreshTokenUpdatedAt || now.getTime() - new Date(refreshTokenUpdatedAt).getTime() >= REFRESH_TOKEN_WRITE_INTERVAL_MS;
+    if (writeDue && tokens.refreshToken !== stored.value) {
+      try {
+        await this.deps.secrets.set(secretNames.connectionRefreshToken(connection.id), tokens.refreshToken, {
+          contentType: 'refresh-token',
+          tags: { connectionId: connection.id },
+        });
+        refreshTokenUpdatedAt = now.toISOString();
+      } catch (error) {
+        this.deps.log('storing the rotated refresh token failed; the previous one stays in use', error);
+      }
+    }
+    const token: AccessToken = { accessToken: tokens.accessToken, expiresOn: tokens.expiresOn, scopes: tokens.scopes, source: 'refresh' };
+    await this.release(leased, {
+      status: 'connected',
+      statusReason: null,
+      lastRefreshAt: now.toISOString(),
+      refreshTokenUpdatedAt,
+      retryNotBefore: null,
+      ...(await this.sealed(connection.id, token)),
+    });
+    return this.remember(connection.id, token);
+  }
+
+  /** app_only: a token from client credentials in the customer's directory; there is no refresh token to keep. */
+  private async clientCredentialsHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null): Promise<AccessToken> {
+    const connection = leased.value;
+    if (!connection.customerTenantId) {
+      await this.release(leased, {});
+      throw new BrokerError('NOT_CONNECTED', `No administrator of ${connection.mailbox}'s organisation has granted admin consent yet.`, {
+        fix: 'Send the admin consent link (POST /api/manage/connections/{id}/authorize-link) to an administrator of the organisation.',
+      });
+    }
+    const app = await this.deps.apps.get(connection.appId);
+    let result: AppOnlyToken;
+    try {
+      result = await this.deps.identity.clientCredentials({
+        app: { clientId: app.clientId, tenant: connection.customerTenantId, clientSecret: await this.deps.apps.clientSecret(app) },
+        tenant: connection.customerTenantId,
+        scope: `${this.deps.mailAppResource}/.default`,
+      });
+    } catch (error) {
+      return this.failed(leased, classifyMicrosoftError(error, 'client_credentials', { redirectUri: this.deps.redirectUri }), lastSeen);
+    }
+    const token: AccessToken = { accessToken: result.accessToken, expiresOn: result.expiresOn, scopes: result.scopes, source: 'refresh' };
+    await this.release(leased, { status: 'connected', statusReason: null, lastRefreshAt: this.deps.clock.now().toISOString(), retryNotBefore: null, ...(await this.sealed(connection.id, token)) });
+    return this.remember(connection.id, token);
+  }
+
+  /** The row's copy of a token, for the other instances; without the data key, no copy. */
+  private async sealed(connectionId: string, token: AccessToken): Promise<Pick<ConnectionRecord, 'accessTokenCipher' | 'accessTokenExpiresAt'>> {
+    try {
+      const plain = JSON.stringify({ accessToken: token.accessToken, expiresOn: token.expiresOn.toISOString(), scopes: token.scopes });
+      return { accessTokenCipher: await this.deps.dataKey.encrypt(plain, connectionId), accessTokenExpiresAt: token.expiresOn.toISOString() };
+    } catch (error) {
+      this.deps.log('the data key is unavailable; the token is not shared with other instances', error);
+      return { accessTokenCipher: null, accessTokenExpiresAt: null };
+    }
+  }
+
+  private async failed(leased: Versioned<ConnectionRecord>, failure: MicrosoftFailure, lastSeen: AccessToken | null): Promise<AccessToken> {
+    const connection = leased.value;
+    const reason = { code: failure.code, message: failure.message, fix: failure.fix };
+    const now = this.deps.clock.now();
+    const pause = failure.retryAfterSeconds ? new Date(now.getTime() + failure.retryAfterSeconds * 1000).toISOString() : null;
+    switch (failure.class) {
+      case 'reauthorize':
+      case 'interaction_required':
+      case 'consent_required':
+        this.forget(connection.id);
+        await this.release(leased, { status: 'needs_reauth', statusReason: reason, accessTokenCipher: null, accessTokenExpiresAt: null });
+        throw needsReauth(connection.id, failure.message, failure.fix, failure.code);
+      case 'app_credential':
+      case 'app_configuration':
+        // App-wide: the mailbox is not to blame, so its status stays as it is.
+        this.deps.log(`operator action needed for app ${connection.appId}: ${failure.code} ${failure.message}`);
+        await this.release(leased, {});
+        if (this.usable(lastSeen)) return this.remember(connection.id, lastSeen);
+        throw new BrokerError('APP_MISCONFIGURED', `${failure.message} (${failure.code})`, { fix: failure.fix });
+      case 'loop_detected':
+        await this.release(leased, { statusReason: reason, retryNotBefore: pause });
+        break;
+      default:
+        await this.release(leased, { retryNotBefore: failure.class === 'transient' ? pause : null });
+    }
+    if (this.usable(lastSeen)) return this.remember(connection.id, lastSeen);
+    throw new BrokerError('MICROSOFT_UNAVAILABLE', `Microsoft could not refresh the token: ${failure.message} (${failure.code})`, {
+      fix: failure.fix,
+      retryAfterSeconds: failure.retryAfterSeconds ?? 30,
+    });
+  }
+
+  /** Writes the outcome and drops the lease, re-reading if someone else (an operator PATCH) wrote meanwhile. */
+  private async release(leased: Versioned<ConnectionRecord>, changes: Partial<ConnectionRecord>): Promise<void> {
+    let current: Versioned<ConnectionRecord> | null = leased;
+    for (let attempt = 0; current && attempt < 5; attempt += 1) {
+      const next: ConnectionRecord = { ...current.value, ...changes, leaseOwner: null, leaseUntil: null, updatedAt: this.deps.clock.now().toISOString() };
+      try {
+        await this.deps.tables.connections.replace(next, current.etag);
+        return;
+      } catch (error) {
+        if (!(error instanceof StorageConflictError)) throw error;
+        current = await this.deps.tables.connections.get(leased.value.id, '');
+      }
+    }
+  }
+}
+
+function needsReauth(connectionId: string, message: string, fix: string, code?: string): BrokerError {
+  return new BrokerError('NEEDS_REAUTH', code ? `${message} (${code})` : message, {
+    fix,
+    extensions: { connectionStatus: 'needs_reauth', reauthorizeLinkPath: `/api/manage/connections/${connectionId}/authorize-link` },
+  });
+}

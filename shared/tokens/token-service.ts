@@ -1,0 +1,115 @@
+import type { Clock } from '../clock.js';
+import type { HostHint } from '../config.js';
+import { BrokerError } from '../errors.js';
+import type { TenantPrincipal } from '../manage/tenants.js';
+import { idPattern } from '../ids.js';
+import { connectionModes, mailboxIndexRowKey, type ConnectionRecord } from '../storage/records.js';
+import type { StorageTables } from '../storage/tables.js';
+import { xoauth2 } from '../verify/xoauth2.js';
+import type { AccessToken, AccessTokens } from './access-tokens.js';
+import type { AuditEvent } from './audit-log.js';
+
+/** What `POST /api/token` answers (DESIGN.md, "Resource shapes"). */
+export interface TokenResponse {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_at: string;
+  expires_in: number;
+  scope: string;
+  username: string;
+  xoauth2: string;
+  smtp?: HostHint & { security: 'starttls' };
+  imap?: HostHint & { security: 'tls' };
+  pop?: HostHint & { security: 'tls' };
+}
+
+export interface TokenServiceDeps {
+  tables: StorageTables;
+  clock: Clock;
+  accessTokens: AccessTokens;
+  hosts: { smtp: HostHint; imap: HostHint; pop: HostHint };
+  /** Throws RATE_LIMITED when the key is over its budget. */
+  checkRateLimit: (keyId: string) => void;
+  /** Synchronous and cheap: audit events are written off the hot path. */
+  audit: (event: AuditEvent) => void;
+  touchKey: (tenantId: string, keyId: string) => void;
+}
+
+function notFound(): BrokerError {
+  return new BrokerError('CONNECTION_NOT_FOUND', 'This key\'s tenant has no such connection.');
+}
+
+export class TokenService {
+  constructor(private readonly deps: TokenServiceDeps) {}
+
+  /**
+   * A connection by id or by mailbox, only within the caller's tenant: another tenant's
+   * connection is answered exactly like one that does not exist.
+   */
+  async resolve(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
+    const { tables } = this.deps;
+    if (idPattern('con').test(reference)) {
+      const found = await tables.connections.get(reference, '');
+      if (!found || found.value.tenantId !== principal.tenantId) throw notFound();
+      return found.value;
+    }
+    if (!reference.includes('@')) throw notFound();
+    for (const mode of connectionModes) {
+      const index = await tables.mailboxIndex.get(principal.tenantId, mailboxIndexRowKey(mode, reference));
+      if (!index) continue;
+      const found = await tables.connections.get(index.value.connectionId, '');
+      if (found && found.value.tenantId === principal.tenantId) return found.value;
+    }
+    throw notFound();
+  }
+
+  /** The token endpoint: rate limit, issue, and an audit line for every outcome. */
+  async issueFor(principal: TenantPrincipal, reference: string): Promise<TokenResponse> {
+    const at = () => this.deps.clock.now().toISOString();
+    this.deps.touchKey(principal.tenantId, principal.keyId);
+    try {
+      this.deps.checkRateLimit(principal.keyId);
+      const { connection, response, source } = await this.issue(principal, reference);
+      this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, at: at(), outcome: 'issued', source });
+      return response;
+    } catch (error) {
+      const code = error instanceof BrokerError ? error.code : 'INTERNAL';
+      const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
+      const connectionId = idPattern('con').test(reference) ? reference : null;
+      this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, at: at(), outcome, code });
+      throw error;
+    }
+  }
+
+  async issue(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; response: TokenResponse; source: AccessToken['source'] }> {
+    const connection = await this.resolve(principal, reference);
+    if (connection.status === 'pending') {
+      throw new BrokerError('NOT_CONNECTED', `${connection.mailbox} has not been connected yet.`, {
+        fix: 'Send the mailbox owner the Authorize link (POST /api/manage/connections/{id}/authorize-link).',
+        extensions: { connectionStatus: 'pending', reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
+      });
+    }
+    if (connection.status === 'needs_reauth' || connection.status === 'revoked') {
+      throw new BrokerError('NEEDS_REAUTH', connection.statusReason?.message ?? `${connection.mailbox} must be authorized again.`, {
+        fix: connection.statusReason?.fix ?? 'Send the mailbox owner a new Authorize link.',
+        extensions: { connectionStatus: connection.status, reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
+      });
+    }
+    const token = await this.deps.accessTokens.get(connection);
+    const now = this.deps.clock.now();
+    const { smtp, imap, pop } = this.deps.hosts;
+    const response: TokenResponse = {
+      access_token: token.accessToken,
+      token_type: 'Bearer',
+      expires_at: token.expiresOn.toISOString(),
+      expires_in: Math.max(0, Math.floor((token.expiresOn.getTime() - now.getTime()) / 1000)),
+      scope: token.scopes.join(' '),
+      username: connection.mailbox,
+      xoauth2: xoauth2(connection.mailbox, token.accessToken),
+      ...(connection.protocols.includes('smtp') ? { smtp: { ...smtp, security: 'starttls' as const } } : {}),
+      ...(connection.protocols.includes('imap') ? { imap: { ...imap, security: 'tls' as const } } : {}),
+      ...(connection.protocols.includes('pop') ? { pop: { ...pop, security: 'tls' as const } } : {}),
+    };
+    return { connection, response, source: token.source };
+  }
+}
