@@ -18,6 +18,8 @@ import { KeyUsage } from './tokens/key-usage.js';
 import { assertWithinRateLimit, RateLimiter } from './tokens/rate-limiter.js';
 import { DataKey } from './tokens/data-key.js';
 import { TokenService } from './tokens/token-service.js';
+import { RotationSweep } from './sweep/rotation-sweep.js';
+import { WriteBudget } from './sweep/write-budget.js';
 
 export interface Services {
   config: Config;
@@ -33,6 +35,7 @@ export interface Services {
   accessTokens: AccessTokens;
   tokens: TokenService;
   audit: AuditLog;
+  sweep: RotationSweep;
   maintenance: Maintenance;
   readiness(): Promise<Readiness>;
 }
@@ -40,6 +43,8 @@ export interface Services {
 /** What tests (and the local host) may swap: Azurite for Azure, a fake clock for time. */
 export interface ServiceOverrides {
   clock?: Clock;
+  /** How the sweep waits for Key Vault write budget; tests move a fake clock instead. */
+  sleep?: (ms: number) => Promise<void>;
   tables?: StorageTables;
   secrets?: SecretStore;
   credential?: TokenCredential;
@@ -75,6 +80,8 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const audit = new AuditLog({ table: tables.auditClient, clock, onError: log });
   const keyUsage = new KeyUsage({ table: tables.tenantKeysClient, clock, onError: log });
   const rateLimiter = new RateLimiter({ limitPerMinute: config.tokenRateLimit, clock });
+  const maintenance = new Maintenance({ tables, clock, auditRetentionDays: config.auditRetentionDays });
+  const sleep = overrides.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   return {
     config,
     clock,
@@ -108,7 +115,17 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
       touchKey: (tenantId, keyId) => keyUsage.touch(tenantId, keyId),
     }),
     audit,
-    maintenance: new Maintenance({ tables, clock, auditRetentionDays: config.auditRetentionDays }),
+    maintenance,
+    sweep: new RotationSweep({
+      tables,
+      accessTokens,
+      maintenance,
+      clock,
+      writeBudget: new WriteBudget({ writesPer10s: config.kvWriteBudget, clock, sleep }),
+      refreshMaxAgeDays: config.refreshMaxAgeDays,
+      timeBudgetSeconds: config.sweepTimeBudgetSeconds,
+      log,
+    }),
     readiness: () =>
       checkReadiness({ tables, secrets, secretStoreKind: config.keyVault ? 'key-vault' : 'local', alertSender: config.alertSender }),
   };

@@ -166,3 +166,41 @@ export const linkCodec: EntityCodec<LinkRecord> = {
   partitionKey: (link) => link.id,
   rowKey: () => '',
 };
+
+/** One rotate-tokens run, newest first (the row key counts down). */
+export const runRecord = z.object({
+  id: z.string(),
+  name: z.string(),
+  startedAt: timestamp,
+  finishedAt: timestamp,
+  /** Connections that were due for a keep-alive refresh when looked at. */
+  due: z.number().int(),
+  refreshed: z.number().int(),
+  /** Failures by the broker's error code (NEEDS_REAUTH, APP_MISCONFIGURED, MICROSOFT_UNAVAILABLE, …). */
+  failed: z.record(z.string(), z.number().int()),
+  skippedForBudget: z.number().int(),
+  skippedForTime: z.number().int(),
+  /** True when the run reached the end of the connections; otherwise the next run resumes. */
+  complete: z.boolean(),
+  housekeeping: z.record(z.string(), z.number().int()),
+  alerts: z.record(z.string(), z.number().int()).default({}),
+});
+export type RunRecord = z.infer<typeof runRecord>;
+export function runRowKey(startedAt: Date, id: string): string {
+  return `${String(9_999_999_999_999 - startedAt.getTime()).padStart(13, '0')}-${id}`;
+}
+export const runCodec: EntityCodec<RunRecord> = {
+  schema: runRecord,
+  partitionKey: (run) => run.name,
+  rowKey: (run) => runRowKey(new Date(run.startedAt), run.id),
+  jsonFields: ['failed', 'housekeeping', 'alerts'],
+};
+
+/** Where the sweep stopped, so the next run continues there. */
+export const sweepStateRecord = z.object({ name: z.string(), cursor: z.string(), updatedAt: timestamp });
+export type SweepStateRecord = z.infer<typeof sweepStateRecord>;
+export const sweepStateCodec: EntityCodec<SweepStateRecord> = {
+  schema: sweepStateRecord,
+  partitionKey: (state) => state.name,
+  rowKey: () => '',
+};

@@ -9,6 +9,8 @@ import {
   keyHashCodec,
   linkCodec,
   mailboxIndexCodec,
+  runCodec,
+  sweepStateCodec,
   tenantCodec,
   tenantKeyCodec,
   type AppRecord,
@@ -17,6 +19,8 @@ import {
   type KeyHashRecord,
   type LinkRecord,
   type MailboxIndexRecord,
+  type RunRecord,
+  type SweepStateRecord,
   type TenantKeyRecord,
   type TenantRecord,
 } from './records.js';
@@ -30,6 +34,8 @@ export interface StorageTables {
   mailboxIndex: EntityTable<MailboxIndexRecord>;
   authRequests: EntityTable<AuthRequestRecord>;
   links: EntityTable<LinkRecord>;
+  runs: EntityTable<RunRecord>;
+  sweepState: EntityTable<SweepStateRecord>;
   /** Raw: audit rows are written in batched transactions (shared/tokens/audit-log.ts). */
   auditClient: TableClient;
   /** Raw client of the tenant keys table, for the one-property Merge of lastUsedAt (shared/tokens/key-usage.ts). */
@@ -69,6 +75,8 @@ export function createStorageTables(options: StorageOptions): StorageTables {
     mailboxIndex: table('mailboxindex', mailboxIndexCodec),
     authRequests: table('authrequests', authRequestCodec),
     links: table('links', linkCodec),
+    runs: table('runs', runCodec),
+    sweepState: table('sweepstate', sweepStateCodec),
     auditClient: client('audit'),
     tenantKeysClient: client('tenantkeys'),
     ping: async () => {

@@ -72,10 +72,23 @@ export class AccessTokens {
   async get(connection: ConnectionRecord): Promise<AccessToken> {
     const cached = this.memory.get(connection.id);
     if (this.fresh(cached)) return { ...cached, source: 'memory' };
-    let flight = this.flights.get(connection.id);
+    return this.fly(connection.id, cached, null);
+  }
+
+  /**
+   * The sweep's keep-alive: redeem the refresh token unless someone did since `before`.
+   * It shares the flight and the lease with token requests, so the two never refresh the
+   * same connection twice.
+   */
+  async refreshUnlessSince(connection: ConnectionRecord, before: Date): Promise<AccessToken> {
+    return this.fly(connection.id, this.memory.get(connection.id), before.toISOString());
+  }
+
+  private fly(connectionId: string, cached: AccessToken | undefined, refreshedBefore: string | null): Promise<AccessToken> {
+    let flight = this.flights.get(connectionId);
     if (!flight) {
-      flight = this.acquire(connection.id, cached).finally(() => this.flights.delete(connection.id));
-      this.flights.set(connection.id, flight);
+      flight = this.acquire(connectionId, cached, refreshedBefore).finally(() => this.flights.delete(connectionId));
+      this.flights.set(connectionId, flight);
     }
     return flight;
   }
@@ -102,7 +115,7 @@ export class AccessTokens {
     }
   }
 
-  private async acquire(connectionId: string, stale: AccessToken | undefined): Promise<AccessToken> {
+  private async acquire(connectionId: string, stale: AccessToken | undefined, refreshedBefore: string | null): Promise<AccessToken> {
     const { clock, tables } = this.deps;
     const deadline = clock.now().getTime() + (this.deps.leaseWaitMs ?? 20_000);
     const sleep = this.deps.sleep ?? defaultSleep;
@@ -111,7 +124,8 @@ export class AccessTokens {
       const row = await tables.connections.get(connectionId, '');
       if (!row) throw new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
       const shared = await this.shared(row.value);
-      if (this.fresh(shared)) return this.remember(connectionId, shared);
+      const recentEnough = refreshedBefore === null || (row.value.lastRefreshAt ?? '') >= refreshedBefore;
+      if (this.fresh(shared) && recentEnough) return this.remember(connectionId, shared);
       if (this.usable(shared)) lastSeen = shared;
 
       const now = clock.now();

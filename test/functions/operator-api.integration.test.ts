@@ -73,6 +73,7 @@ async function createConnection(tenantId: string, appId: string, mailbox: string
 describe('operator authentication', () => {
   const routes: [string, string][] = [
     ['GET', '/api/manage/health'],
+    ['GET', '/api/manage/runs'],
     ['POST', '/api/manage/apps'],
     ['GET', '/api/manage/apps'],
     ['GET', '/api/manage/apps/app_aaaaaaaaaaaaaaaaaaaaaaaaaa'],

@@ -1,0 +1,138 @@
+import { odata } from '@azure/data-tables';
+import type { Clock } from '../clock.js';
+import { BrokerError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { Maintenance } from '../maintenance.js';
+import type { ConnectionRecord, RunRecord } from '../storage/records.js';
+import type { StorageTables } from '../storage/tables.js';
+import type { AccessTokens } from '../tokens/access-tokens.js';
+import type { WriteBudget } from './write-budget.js';
+
+/*
+ * The keep-alive half of `rotate-tokens`. Microsoft kills a refresh token after 90 days
+ * without use; redeeming it well before then (every BROKER_REFRESH_MAX_AGE_DAYS) keeps the
+ * grant alive and rotates the stored token. A run is bounded in time and in Key Vault
+ * writes, and the next run resumes after the last connection this one looked at.
+ */
+
+const STATE_NAME = 'rotation';
+const RUN_PARTITION = 'rotate-tokens';
+
+export interface SweepDeps {
+  tables: StorageTables;
+  accessTokens: AccessTokens;
+  maintenance: Maintenance;
+  clock: Clock;
+  writeBudget: WriteBudget;
+  refreshMaxAgeDays: number;
+  timeBudgetSeconds: number;
+  concurrency?: number;
+  /** Alerts ride along with each run (secret expiry, queued emails); absent until configured. */
+  alerts?: () => Promise<Record<string, number>>;
+  log: (message: string, detail?: unknown) => void;
+}
+
+export class RotationSweep {
+  constructor(private readonly deps: SweepDeps) {}
+
+  private isDue(connection: ConnectionRecord, staleBefore: string): boolean {
+    if (connection.mode !== 'delegated') return false;
+    // 'error' is the broker's "try again" mark; needs_reauth and revoked wait for a person.
+    if (connection.status === 'error') return true;
+    return connection.status === 'connected' && (connection.lastRefreshAt ?? '') < staleBefore;
+  }
+
+  async run(): Promise<RunRecord> {
+    const { clock, tables } = this.deps;
+    const started = clock.now();
+    const deadline = started.getTime() + this.deps.timeBudgetSeconds * 1000;
+    const staleBefore = new Date(started.getTime() - this.deps.refreshMaxAgeDays * 86_400_000).toISOString();
+    const state = await tables.sweepState.get(STATE_NAME, '');
+    const resumeAfter = state?.value.cursor ?? '';
+
+    const run: RunRecord = {
+      id: newId('run'),
+      name: RUN_PARTITION,
+      startedAt: started.toISOString(),
+      finishedAt: started.toISOString(),
+      due: 0,
+      refreshed: 0,
+      failed: {},
+      skippedForBudget: 0,
+      skippedForTime: 0,
+      complete: false,
+      housekeeping: {},
+      alerts: {},
+    };
+
+    // Connections are read in key order from where the last run stopped; ids are random, so
+    // that order spreads each run's work over the whole table.
+    const rows = tables.connections.scan(resumeAfter ? odata`PartitionKey gt ${resumeAfter}` : undefined);
+    let cursor = resumeAfter;
+    let stopped: 'time' | 'budget' | null = null;
+    const inFlight = new Set<Promise<void>>();
+    const limit = this.deps.concurrency ?? 8;
+
+    for await (const row of rows) {
+      const connection = row.value;
+      if (!this.isDue(connection, staleBefore)) {
+        cursor = connection.id;
+        continue;
+      }
+      run.due += 1;
+      if (clock.now().getTime() >= deadline) {
+        stopped = 'time';
+        run.skippedForTime += 1;
+        break;
+      }
+      // Worst case every refresh writes one rotated refresh token, so each takes a slot.
+      if (!(await this.deps.writeBudget.reserve(deadline))) {
+        stopped = 'budget';
+        run.skippedForBudget += 1;
+        break;
+      }
+      const task = this.refreshOne(connection, staleBefore, run).finally(() => inFlight.delete(task));
+      inFlight.add(task);
+      cursor = connection.id;
+      if (inFlight.size >= limit) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    run.complete = stopped === null;
+
+    // A complete pass starts the next one from the beginning; a cut-short one resumes.
+    await tables.sweepState.upsert({ name: STATE_NAME, cursor: run.complete ? '' : cursor, updatedAt: clock.now().toISOString() });
+
+    const housekeeping = await this.deps.maintenance.sweep();
+    run.housekeeping = {
+      expiredAuthRequestsRemoved: housekeeping.expiredAuthRequestsRemoved,
+      expiredLinksRemoved: housekeeping.expiredLinksRemoved,
+      auditEventsRemoved: housekeeping.auditEventsRemoved,
+    };
+    if (this.deps.alerts) {
+      try {
+        run.alerts = await this.deps.alerts();
+      } catch (error) {
+        this.deps.log('alerts could not be processed in this run', error);
+      }
+    }
+    run.finishedAt = clock.now().toISOString();
+    await tables.runs.insert(run);
+    return run;
+  }
+
+  private async refreshOne(connection: ConnectionRecord, staleBefore: string, run: RunRecord): Promise<void> {
+    try {
+      await this.deps.accessTokens.refreshUnlessSince(connection, new Date(staleBefore));
+      run.refreshed += 1;
+    } catch (error) {
+      const code = error instanceof BrokerError ? error.code : 'INTERNAL';
+      run.failed[code] = (run.failed[code] ?? 0) + 1;
+      if (!(error instanceof BrokerError)) this.deps.log(`refreshing ${connection.id} failed unexpectedly`, error);
+    }
+  }
+
+  async latest(limit: number): Promise<RunRecord[]> {
+    const page = await this.deps.tables.runs.page({ limit, filter: odata`PartitionKey eq ${RUN_PARTITION}` });
+    return page.items;
+  }
+}
