@@ -49,6 +49,8 @@ export interface ServiceOverrides {
   secrets?: SecretStore;
   credential?: TokenCredential;
   log?: (message: string, detail?: unknown) => void;
+  /** How long a call to Microsoft may take before it counts as a transient failure. */
+  networkTimeoutMs?: number;
 }
 
 /**
@@ -63,7 +65,7 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const secrets = overrides.secrets ?? createSecretStore(config, azureCredential);
   const connections = new ConnectionsService({ tables, secrets, clock });
   const apps = new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri });
-  const identity = new MsalIdentityClient({ authorityHost: config.authorityHost });
+  const identity = new MsalIdentityClient({ authorityHost: config.authorityHost, ...(overrides.networkTimeoutMs ? { networkTimeoutMs: overrides.networkTimeoutMs } : {}) });
   const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
   const accessTokens = new AccessTokens({
     tables,

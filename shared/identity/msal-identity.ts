@@ -1,5 +1,6 @@
 import { ConfidentialClientApplication, CryptoProvider, LogLevel, ServerError, type AuthenticationResult, type Configuration } from '@azure/msal-node';
 import { z } from 'zod';
+import { TimeLimitedNetworkClient } from './network-client.js';
 import type { MailProtocol } from '../storage/records.js';
 
 /*
@@ -89,10 +90,13 @@ export class MissingRefreshTokenError extends Error {
 export class MsalIdentityClient implements IdentityClient {
   private readonly knownAuthority: string;
 
-  constructor(private readonly options: { authorityHost: string; log?: (message: string) => void }) {
+  private readonly network: TimeLimitedNetworkClient;
+
+  constructor(private readonly options: { authorityHost: string; networkTimeoutMs?: number; log?: (message: string) => void }) {
     // Naming the host as known stops MSAL from asking login.microsoftonline.com for instance
     // discovery, which sovereign clouds and local identity providers need.
     this.knownAuthority = new URL(options.authorityHost).host;
+    this.network = new TimeLimitedNetworkClient(options.networkTimeoutMs ?? 15_000);
   }
 
   private client(app: AppCredentials): ConfidentialClientApplication {
@@ -105,6 +109,7 @@ export class MsalIdentityClient implements IdentityClient {
         knownAuthorities: [this.knownAuthority],
       },
       system: {
+        networkClient: this.network,
         loggerOptions: {
           piiLoggingEnabled: false,
           logLevel: LogLevel.Warning,

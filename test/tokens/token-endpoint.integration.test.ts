@@ -161,6 +161,47 @@ describe('POST /api/token', () => {
     }
   });
 
+  it('gives up on a hanging identity provider: 503 without a valid token, the cached one otherwise', async () => {
+    const slow = await startTestBroker({
+      tablesConnection: fixture.azurite.connectionString,
+      env: { BROKER_KEY_VAULT_URL: fixture.vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: fixture.idp.authorityHost },
+      overrides: { clock: fixture.clock, networkTimeoutMs: 500 },
+    });
+    try {
+      const hanging = await connectMailbox(fixture, 'hanging@contoso.example');
+      fixture.idp.failNext(1, { delayMs: 3000 });
+      const started = Date.now();
+      const refused = await requestToken(hanging, { base: slow.baseUrl });
+      expect(refused.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+
+      const steady = await connectMailbox(fixture, 'patient@contoso.example');
+      const first = (await (await requestToken(steady, { base: slow.baseUrl })).json()) as { access_token: string; expires_in: number };
+      fixture.clock.advance((first.expires_in - 240) * 1000);
+      try {
+        fixture.idp.failNext(1, { delayMs: 3000 });
+        const during = await requestToken(steady, { base: slow.baseUrl });
+        expect(during.status).toBe(200);
+        expect(((await during.json()) as { access_token: string }).access_token).toBe(first.access_token);
+      } finally {
+        fixture.clock.advance(-(first.expires_in - 240) * 1000);
+      }
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('answers 503 for a throttled identity provider (429) and keeps the connection connected', async () => {
+    const connectionId = await connectMailbox(fixture, 'throttled@contoso.example');
+    fixture.idp.failNext(1, { status: 429, retryAfterSeconds: 12 });
+    const response = await requestToken(connectionId);
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ code: 'MICROSOFT_UNAVAILABLE' });
+    const connection = (await (await fixture.broker.call('GET', `/api/manage/connections/${connectionId}`)).json()) as Record<string, unknown>;
+    expect(connection.status).toBe('connected');
+  });
+
   it('keeps working when storing the rotated refresh token fails', async () => {
     const connectionId = await connectMailbox(fixture, 'vaultdown@contoso.example');
     const stored = await fixture.broker.services.secrets.get(secretNames.connectionRefreshToken(connectionId));

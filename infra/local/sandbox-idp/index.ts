@@ -48,8 +48,11 @@ export interface SandboxRequest {
 }
 
 export interface TokenFault {
-  status: 429 | 500 | 503;
+  /** Without a status the request is answered normally, after `delayMs`. */
+  status?: 429 | 500 | 503;
   retryAfterSeconds?: number;
+  /** A slow identity provider: the answer comes this much later. */
+  delayMs?: number;
 }
 
 export interface SandboxIdentityProvider {
@@ -147,7 +150,8 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
         const params = formParameters(req, await readBody(req));
         record.grantType = params.get('grant_type') ?? undefined;
         const fault = faults.shift();
-        if (fault) {
+        if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+        if (fault?.status) {
           const failure = faultError(fault.status);
           const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
           return { ...json(fault.status, errorBody(failure, context), headers), aadsts: failure.code };
