@@ -26,6 +26,14 @@ export const manageConnections: HttpRegistration[] = [
   },
   {
     kind: 'http',
+    name: 'manage-connection-verify',
+    route: 'manage/connections/{id}/verify',
+    methods: {
+      POST: operatorOnly(async ({ request, services }) => ok(await services.verifyConnection(await services.connections.get(request.params.id)))),
+    },
+  },
+  {
+    kind: 'http',
     name: 'manage-connection',
     route: 'manage/connections/{id}',
     methods: {

@@ -20,6 +20,8 @@ import { DataKey } from './tokens/data-key.js';
 import { TokenService } from './tokens/token-service.js';
 import { RotationSweep } from './sweep/rotation-sweep.js';
 import { WriteBudget } from './sweep/write-budget.js';
+import { verifyConnection, type ConnectionCheck } from './verify/verify-connection.js';
+import type { ConnectionRecord } from './storage/records.js';
 
 export interface Services {
   config: Config;
@@ -36,6 +38,7 @@ export interface Services {
   tokens: TokenService;
   audit: AuditLog;
   sweep: RotationSweep;
+  verifyConnection(connection: ConnectionRecord): Promise<ConnectionCheck>;
   maintenance: Maintenance;
   readiness(): Promise<Readiness>;
 }
@@ -118,6 +121,8 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
     }),
     audit,
     maintenance,
+    verifyConnection: (connection) =>
+      verifyConnection(connection, { accessTokens, hosts: { smtp: config.smtp, imap: config.imap, pop: config.pop }, now: () => clock.now() }),
     sweep: new RotationSweep({
       tables,
       accessTokens,

@@ -70,6 +70,7 @@ export class AccessTokens {
 
   /** A token with more than five minutes left, refreshing if needed; one refresh per connection at a time. */
   async get(connection: ConnectionRecord): Promise<AccessToken> {
+    assertServable(connection);
     const cached = this.memory.get(connection.id);
     if (this.fresh(cached)) return { ...cached, source: 'memory' };
     return this.fly(connection.id, cached, null);
@@ -301,4 +302,20 @@ function needsReauth(connectionId: string, message: string, fix: string, code?: 
     fix,
     extensions: { connectionStatus: 'needs_reauth', reauthorizeLinkPath: `/api/manage/connections/${connectionId}/authorize-link` },
   });
+}
+
+/** Only a connected mailbox (or one marked for retry) gets tokens; the others need a person first. */
+function assertServable(connection: ConnectionRecord): void {
+  if (connection.status === 'pending') {
+    throw new BrokerError('NOT_CONNECTED', `${connection.mailbox} has not been connected yet.`, {
+      fix: 'Send the mailbox owner the Authorize link (POST /api/manage/connections/{id}/authorize-link).',
+      extensions: { connectionStatus: 'pending', reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
+    });
+  }
+  if (connection.status === 'needs_reauth' || connection.status === 'revoked') {
+    throw new BrokerError('NEEDS_REAUTH', connection.statusReason?.message ?? `${connection.mailbox} must be authorized again.`, {
+      fix: connection.statusReason?.fix ?? 'Send the mailbox owner a new Authorize link.',
+      extensions: { connectionStatus: connection.status, reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
+    });
+  }
 }

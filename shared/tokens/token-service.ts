@@ -83,18 +83,6 @@ export class TokenService {
 
   async issue(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; response: TokenResponse; source: AccessToken['source'] }> {
     const connection = await this.resolve(principal, reference);
-    if (connection.status === 'pending') {
-      throw new BrokerError('NOT_CONNECTED', `${connection.mailbox} has not been connected yet.`, {
-        fix: 'Send the mailbox owner the Authorize link (POST /api/manage/connections/{id}/authorize-link).',
-        extensions: { connectionStatus: 'pending', reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
-      });
-    }
-    if (connection.status === 'needs_reauth' || connection.status === 'revoked') {
-      throw new BrokerError('NEEDS_REAUTH', connection.statusReason?.message ?? `${connection.mailbox} must be authorized again.`, {
-        fix: connection.statusReason?.fix ?? 'Send the mailbox owner a new Authorize link.',
-        extensions: { connectionStatus: connection.status, reauthorizeLinkPath: `/api/manage/connections/${connection.id}/authorize-link` },
-      });
-    }
     const token = await this.deps.accessTokens.get(connection);
     const now = this.deps.clock.now();
     const { smtp, imap, pop } = this.deps.hosts;

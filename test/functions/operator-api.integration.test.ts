@@ -93,6 +93,7 @@ describe('operator authentication', () => {
     ['PATCH', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
     ['DELETE', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
     ['POST', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/authorize-link'],
+    ['POST', '/api/manage/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/verify'],
   ];
 
   it.each(routes)('%s %s refuses a missing, wrong or tenant key with 401', async (method, path) => {

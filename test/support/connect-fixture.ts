@@ -35,14 +35,14 @@ export interface ConnectFixture {
   close(): Promise<void>;
 }
 
-export async function startConnectFixture(): Promise<ConnectFixture> {
+export async function startConnectFixture(options: { env?: Record<string, string> } = {}): Promise<ConnectFixture> {
   const clock = movableClock();
   const [azurite, vault, tls] = await Promise.all([startAzuriteTables(), startKeyVaultFake(), issueTestServerCertificate(['localhost', '127.0.0.1'])]);
   const idp = await startSandboxIdentityProvider({ tls });
   const broker = await startTestBroker({
     tablesConnection: azurite.connectionString,
     // The refresh storm sends 1,000 requests with one key; the rate limit has its own test.
-    env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost, BROKER_TOKEN_RATE_LIMIT: '100000' },
+    env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost, BROKER_TOKEN_RATE_LIMIT: '100000', ...options.env },
     overrides: { clock },
   });
 
