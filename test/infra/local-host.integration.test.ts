@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../infra/local/free-port.js';
+import { killBrokerProcesses, portOpen, startBrokerProcess, waitForOutput } from '../support/broker-process.js';
 
 /*
  * `npm start` as a user runs it: the compiled entry point (npm test builds it first), no
@@ -13,61 +12,15 @@ import { freePort } from '../../infra/local/free-port.js';
  * (The sandbox's demo and sign-in: sandbox-start.integration.test.ts.)
  */
 
-const entry = resolve('dist/infra/local/start.js');
 const dataDir = mkdtempSync(join(tmpdir(), 'broker-start-'));
-const running = new Set<ChildProcess>();
 
 afterAll(() => {
-  for (const child of running) child.kill('SIGKILL');
+  killBrokerProcesses();
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-function cleanEnv(extra: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (value !== undefined && !name.startsWith('BROKER_') && name !== 'PORT' && name !== 'NODE_EXTRA_CA_CERTS') env[name] = value;
-  }
-  return { ...env, ...extra };
-}
-
-interface Started {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function start(env: Record<string, string>): Started {
-  const child = spawn(process.execPath, [entry], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((done) => child.once('exit', (code) => {
-    running.delete(child);
-    done(code);
-  }));
-  return { child, output: () => output, exited };
-}
-
-async function waitFor(started: Started, text: string): Promise<void> {
-  const deadline = Date.now() + 45_000;
-  while (!started.output().includes(text)) {
-    if (started.child.exitCode !== null) throw new Error(`the broker exited early:\n${started.output()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}":\n${started.output()}`);
-    await new Promise((done) => setTimeout(done, 50));
-  }
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((done) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      done(true);
-    });
-    socket.once('error', () => done(false));
-  });
-}
+const start = (env: Record<string, string>) => startBrokerProcess(env);
+const waitFor = waitForOutput;
 
 describe('npm start', () => {
   it('serves the API with Azurite and a generated operator key, stops cleanly, and keeps data across restarts', async () => {

@@ -32,18 +32,22 @@ export interface ConnectFixture {
   clock: MovableClock;
   app: { id: string; clientId: string; clientSecret: string };
   tenantId: string;
+  /** What the broker logged (its `log` hook), newest last. */
+  logs: string[];
   close(): Promise<void>;
 }
 
 export async function startConnectFixture(options: { env?: Record<string, string> } = {}): Promise<ConnectFixture> {
   const clock = movableClock();
+  const logs: string[] = [];
   const [azurite, vault, tls] = await Promise.all([startAzuriteTables(), startKeyVaultFake(), issueTestServerCertificate(['localhost', '127.0.0.1'])]);
   const idp = await startSandboxIdentityProvider({ tls });
   const broker = await startTestBroker({
     tablesConnection: azurite.connectionString,
     // The refresh storm sends 1,000 requests with one key; the rate limit has its own test.
     env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost, BROKER_TOKEN_RATE_LIMIT: '100000', ...options.env },
-    overrides: { clock },
+    // Warnings the broker logs (a failed Key Vault write, say) are kept for assertions, not printed.
+    overrides: { clock, log: (message) => logs.push(message) },
   });
 
   const clientId = randomUUID();
@@ -73,6 +77,7 @@ export async function startConnectFixture(options: { env?: Record<string, string
     clock,
     app: { id: app.id, clientId, clientSecret },
     tenantId,
+    logs,
     close: async () => {
       await broker.close();
       await Promise.all([idp.close(), vault.close(), azurite.stop()]);

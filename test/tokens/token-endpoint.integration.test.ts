@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../infra/local/free-port.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { OPERATOR_KEY, startTestBroker } from '../support/broker.js';
+import { killBrokerProcesses, startBrokerProcess, waitForOutput } from '../support/broker-process.js';
 import { connectMailbox, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
 
 /*
@@ -212,6 +211,7 @@ describe('POST /api/token', () => {
       const response = await requestToken(connectionId);
       expect(response.status).toBe(200);
       expect(fixture.vault.requests().some((request) => request.method === 'PUT' && request.fault)).toBe(true);
+      expect(fixture.logs.at(-1)).toContain('the previous one stays in use');
       fixture.vault.clearFaults();
       const still = await fixture.broker.services.secrets.get(secretNames.connectionRefreshToken(connectionId));
       expect(still?.value).toBe(stored?.value);
@@ -228,17 +228,15 @@ describe('POST /api/token', () => {
 });
 
 describe('a refresh storm', () => {
-  let second: ChildProcess | undefined;
   afterAll(() => {
-    second?.kill('SIGKILL');
+    killBrokerProcesses();
   });
 
   it('makes exactly one call to Microsoft for 1,000 concurrent requests across two broker processes', async () => {
     const port = await freePort();
     const config = fixture.broker.services.config;
-    second = spawn(process.execPath, [resolve('dist/infra/local/start.js')], {
-      env: {
-        ...process.env,
+    const second = startBrokerProcess(
+      {
         PORT: String(port),
         BROKER_PUBLIC_URL: config.publicUrl,
         BROKER_OPERATOR_KEY: OPERATOR_KEY,
@@ -248,16 +246,9 @@ describe('a refresh storm', () => {
         BROKER_AUTHORITY_HOST: fixture.idp.authorityHost,
         BROKER_SANDBOX: 'false',
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    second.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    second.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const deadline = Date.now() + 30_000;
-    while (!output.includes('listening on')) {
-      if (Date.now() > deadline || second.exitCode !== null) throw new Error(`the second broker did not start:\n${output}`);
-      await new Promise((done) => setTimeout(done, 50));
-    }
+      { trustTestCa: true },
+    );
+    await waitForOutput(second, 'listening on');
 
     const connectionId = await connectMailbox(fixture, 'storm@contoso.example');
     const before = refreshGrants();
