@@ -1,4 +1,9 @@
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import { AlertMailer } from './alerts/alert-mailer.js';
+import { alertSenderTokens } from './alerts/alert-sender.js';
+import { AlertService } from './alerts/alert-service.js';
+import { AlertStore } from './alerts/alert-store.js';
+import { BrokerAlerts } from './alerts/broker-alerts.js';
 import { OperatorKeys } from './auth/api-keys.js';
 import { ConnectService } from './connect/connect-service.js';
 import { MsalIdentityClient, type IdentityClient } from './identity/msal-identity.js';
@@ -38,6 +43,7 @@ export interface Services {
   tokens: TokenService;
   audit: AuditLog;
   sweep: RotationSweep;
+  alerts: AlertService;
   verifyConnection(connection: ConnectionRecord): Promise<ConnectionCheck>;
   maintenance: Maintenance;
   readiness(): Promise<Readiness>;
@@ -70,6 +76,8 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const apps = new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri });
   const identity = new MsalIdentityClient({ authorityHost: config.authorityHost, ...(overrides.networkTimeoutMs ? { networkTimeoutMs: overrides.networkTimeoutMs } : {}) });
   const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
+  // Alerts need tokens (the sender's) and tokens report to alerts: the events reach them late-bound.
+  let brokerAlerts: BrokerAlerts | undefined;
   const accessTokens = new AccessTokens({
     tables,
     secrets,
@@ -81,7 +89,45 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
     mailAppResource: config.mailAppResource,
     redirectUri: config.redirectUri,
     log,
+    events: {
+      needsReauth: async (connection, reason) => brokerAlerts?.needsReauth(connection, reason),
+      appFailure: async (connection, failure) => brokerAlerts?.appFailure(connection, failure),
+    },
   });
+  const connect = new ConnectService({
+    tables,
+    secrets,
+    clock,
+    identity,
+    apps,
+    publicUrl: config.publicUrl,
+    redirectUri: config.redirectUri,
+    linkTtlHours: config.linkTtlHours,
+    mailResource: config.mailResource,
+    mailAppResource: config.mailAppResource,
+    events: { reconnected: async (connection) => brokerAlerts?.reconnected(connection) },
+  });
+  const alertStore = new AlertStore({ table: tables.alerts, clock });
+  const alerts = new AlertService({
+    store: alertStore,
+    clock,
+    publicUrl: config.publicUrl,
+    operatorEmail: config.operatorEmail,
+    log,
+    mailer: new AlertMailer({
+      store: alertStore,
+      clock,
+      smtp: config.smtp,
+      log,
+      getSenderToken:
+        config.alertSender === null
+          ? null
+          : alertSenderTokens(config.alertSender, { connections: tables.connections, mailboxIndex: tables.mailboxIndex, accessTokens }),
+      messageIdDomain: new URL(config.publicUrl).hostname,
+    }),
+  });
+  brokerAlerts = new BrokerAlerts({ alerts, tables, connect, clock, log });
+  const sweepAlerts = brokerAlerts;
   const audit = new AuditLog({ table: tables.auditClient, clock, onError: log });
   const keyUsage = new KeyUsage({ table: tables.tenantKeysClient, clock, onError: log });
   const rateLimiter = new RateLimiter({ limitPerMinute: config.tokenRateLimit, clock });
@@ -97,18 +143,8 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
     tenants: new TenantsService({ tables, clock, connections }),
     connections,
     identity,
-    connect: new ConnectService({
-      tables,
-      secrets,
-      clock,
-      identity,
-      apps,
-      publicUrl: config.publicUrl,
-      redirectUri: config.redirectUri,
-      linkTtlHours: config.linkTtlHours,
-      mailResource: config.mailResource,
-      mailAppResource: config.mailAppResource,
-    }),
+    connect,
+    alerts,
     accessTokens,
     tokens: new TokenService({
       tables,
@@ -131,9 +167,9 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
       writeBudget: new WriteBudget({ writesPer10s: config.kvWriteBudget, clock, sleep }),
       refreshMaxAgeDays: config.refreshMaxAgeDays,
       timeBudgetSeconds: config.sweepTimeBudgetSeconds,
+      alerts: () => sweepAlerts.sweep(),
       log,
     }),
-    readiness: () =>
-      checkReadiness({ tables, secrets, secretStoreKind: config.keyVault ? 'key-vault' : 'local', alertSender: config.alertSender }),
+    readiness: () => checkReadiness({ tables, secrets, secretStoreKind: config.keyVault ? 'key-vault' : 'local', alerts }),
   };
 }

@@ -34,6 +34,8 @@ export interface ConnectDeps {
   linkTtlHours: number;
   mailResource: string;
   mailAppResource: string;
+  /** Told, without waiting, when a mailbox that needed re-authorization works again. */
+  events?: { reconnected(connection: ConnectionRecord): Promise<void> };
 }
 
 export interface AuthorizeLink {
@@ -208,6 +210,7 @@ export class ConnectService {
     });
     const reauthorized = connection.value.boundObjectId !== null;
     await this.markConnected(connection.value.id, tokens);
+    if (connection.value.status === 'needs_reauth') void this.deps.events?.reconnected(connection.value);
     if (request.linkId) await this.completeLink(request.linkId);
     return { mailbox: connection.value.mailbox, signedInAs, reauthorized };
   }

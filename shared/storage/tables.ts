@@ -1,5 +1,6 @@
 import { TableClient } from '@azure/data-tables';
 import type { TokenCredential } from '@azure/identity';
+import { alertCodec, type AlertRecord } from '../alerts/alert-record.js';
 import type { TablesSetting } from '../config.js';
 import { EntityTable, type EntityCodec } from './entity-table.js';
 import {
@@ -35,6 +36,7 @@ export interface StorageTables {
   authRequests: EntityTable<AuthRequestRecord>;
   links: EntityTable<LinkRecord>;
   runs: EntityTable<RunRecord>;
+  alerts: EntityTable<AlertRecord>;
   sweepState: EntityTable<SweepStateRecord>;
   /** Raw: audit rows are written in batched transactions (shared/tokens/audit-log.ts). */
   auditClient: TableClient;
@@ -76,6 +78,7 @@ export function createStorageTables(options: StorageOptions): StorageTables {
     authRequests: table('authrequests', authRequestCodec),
     links: table('links', linkCodec),
     runs: table('runs', runCodec),
+    alerts: table('alerts', alertCodec),
     sweepState: table('sweepstate', sweepStateCodec),
     auditClient: client('audit'),
     tenantKeysClient: client('tenantkeys'),

@@ -7,7 +7,7 @@ import { classifyMicrosoftError, type MicrosoftFailure } from '../identity/micro
 import type { AppsService } from '../manage/apps.js';
 import { secretNames, type SecretStore } from '../secrets/secret-store.js';
 import { StorageConflictError, type Versioned } from '../storage/entity-table.js';
-import type { ConnectionRecord } from '../storage/records.js';
+import type { ConnectionRecord, StatusReason } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
 import type { DataKey } from './data-key.js';
 
@@ -42,6 +42,11 @@ export interface AccessTokenDeps {
   mailAppResource: string;
   redirectUri: string;
   log: (message: string, detail?: unknown) => void;
+  /** Told, without waiting, when a refresh changes what people must do (alerts). */
+  events?: {
+    needsReauth(connection: ConnectionRecord, reason: StatusReason): Promise<void>;
+    appFailure(connection: ConnectionRecord, failure: MicrosoftFailure): Promise<void>;
+  };
   /** How long a waiting instance polls the row for the lease holder's token. */
   leaseWaitMs?: number;
   leasePollMs?: number;
@@ -172,6 +177,7 @@ export class AccessTokens {
     if (!stored) {
       const reason = { code: 'NO_REFRESH_TOKEN', message: 'No refresh token is stored for this mailbox.', fix: 'Send the mailbox owner a new Authorize link.' };
       await this.release(leased, { status: 'needs_reauth', statusReason: reason });
+      void this.deps.events?.needsReauth({ ...connection, status: 'needs_reauth', statusReason: reason }, reason);
       throw needsReauth(connection.id, reason.message, reason.fix);
     }
     const app = await this.deps.apps.get(connection.appId);
@@ -260,11 +266,13 @@ export class AccessTokens {
       case 'consent_required':
         this.forget(connection.id);
         await this.release(leased, { status: 'needs_reauth', statusReason: reason, accessTokenCipher: null, accessTokenExpiresAt: null });
+        void this.deps.events?.needsReauth({ ...connection, status: 'needs_reauth', statusReason: reason }, reason);
         throw needsReauth(connection.id, failure.message, failure.fix, failure.code);
       case 'app_credential':
       case 'app_configuration':
         // App-wide: the mailbox is not to blame, so its status stays as it is.
         this.deps.log(`operator action needed for app ${connection.appId}: ${failure.code} ${failure.message}`);
+        void this.deps.events?.appFailure(connection, failure);
         await this.release(leased, {});
         if (this.usable(lastSeen)) return this.remember(connection.id, lastSeen);
         throw new BrokerError('APP_MISCONFIGURED', `${failure.message} (${failure.code})`, { fix: failure.fix });

@@ -74,6 +74,7 @@ describe('operator authentication', () => {
   const routes: [string, string][] = [
     ['GET', '/api/manage/health'],
     ['GET', '/api/manage/runs'],
+    ['GET', '/api/manage/alerts'],
     ['POST', '/api/manage/apps'],
     ['GET', '/api/manage/apps'],
     ['GET', '/api/manage/apps/app_aaaaaaaaaaaaaaaaaaaaaaaaaa'],
