@@ -12,6 +12,7 @@ import type { Config } from './config.js';
 import { Maintenance } from './maintenance.js';
 import { AppsService } from './manage/apps.js';
 import { ConnectionsService } from './manage/connections.js';
+import { clientSecretChecker } from './manage/secret-check.js';
 import { TenantsService } from './manage/tenants.js';
 import { checkReadiness, type Readiness } from './readiness.js';
 import { createSecretStore } from './secrets/create-secret-store.js';
@@ -73,8 +74,14 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const tables = overrides.tables ?? createStorageTables({ setting: config.tables, credential: azureCredential });
   const secrets = overrides.secrets ?? createSecretStore(config, azureCredential);
   const connections = new ConnectionsService({ tables, secrets, clock });
-  const apps = new AppsService({ tables, secrets, clock, redirectUri: config.redirectUri });
   const identity = new MsalIdentityClient({ authorityHost: config.authorityHost, ...(overrides.networkTimeoutMs ? { networkTimeoutMs: overrides.networkTimeoutMs } : {}) });
+  const apps = new AppsService({
+    tables,
+    secrets,
+    clock,
+    redirectUri: config.redirectUri,
+    checkClientSecret: clientSecretChecker({ tables, identity, mailAppResource: config.mailAppResource }),
+  });
   const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
   // Alerts need tokens (the sender's) and tokens report to alerts: the events reach them late-bound.
   let brokerAlerts: BrokerAlerts | undefined;

@@ -25,6 +25,8 @@ export interface AppsDeps {
   secrets: SecretStore;
   clock: Clock;
   redirectUri: string;
+  /** Throws when Microsoft refuses a new client secret; the old one is then kept. */
+  checkClientSecret?: (app: AppRecord, clientSecret: string) => Promise<void>;
 }
 
 function notFound(): BrokerError {
@@ -122,6 +124,7 @@ export class AppsService {
     };
     if (patch.clientSecret !== undefined && patch.clientSecretExpiresOn !== undefined) {
       const expiresOn = futureExpiry(patch.clientSecretExpiresOn, now);
+      await this.deps.checkClientSecret?.(current, patch.clientSecret);
       const secret = await this.deps.secrets.set(secretNames.appClientSecret(current.id), patch.clientSecret, {
         expiresOn,
         contentType: 'client-secret',
