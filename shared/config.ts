@@ -60,7 +60,13 @@ const isLocalHost = (host: string) => host === 'localhost' || host === '127.0.0.
 
 function read(env: Environment, name: string): string | undefined {
   const value = env[name]?.trim();
-  return value === undefined || value === '' ? undefined : value;
+  if (value === undefined || value === '') return undefined;
+  // App Service leaves a Key Vault reference it could not resolve in place, as text; used as
+  // a value it would, say, become an operator key anyone can read in the portal.
+  if (value.startsWith('@Microsoft.KeyVault(')) {
+    throw new ConfigError(name, 'is a Key Vault reference the platform could not resolve: check the app\'s managed identity has "Key Vault Secrets User" or "Officer" on the vault and the secret exists');
+  }
+  return value;
 }
 
 function parseWith<T>(env: Environment, name: string, schema: z.ZodType<T>, expectation: string, fallback?: string): T {
@@ -113,6 +119,9 @@ const ncrontab = z.string().regex(/^(\S+\s+){5}\S+$/);
  */
 export function loadConfig(env: Environment): Config {
   const runningInAzure = isRunningInAzure(env);
+  if (runningInAzure && read(env, 'BROKER_PUBLIC_URL') === undefined) {
+    throw new ConfigError('BROKER_PUBLIC_URL', 'is required in Azure: the https base URL the redirect URI and links derive from');
+  }
   const publicUrl = baseUrl(env, 'BROKER_PUBLIC_URL', 'http://localhost:7071', true);
 
   const operatorKeys = (read(env, 'BROKER_OPERATOR_KEY') ?? '')

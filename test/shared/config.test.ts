@@ -72,6 +72,17 @@ describe('loadConfig', () => {
     expect(error.message).not.toContain('\n');
   });
 
+  it('refuses an unresolved Key Vault reference as a value', () => {
+    const error = configError({ ...minimal, BROKER_OPERATOR_KEY: '@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/k/1)' });
+    expect(error.setting).toBe('BROKER_OPERATOR_KEY');
+    expect(error.message).toContain('Key Vault reference');
+  });
+
+  it('requires the public URL in Azure', () => {
+    const inAzure = { ...minimal, WEBSITE_INSTANCE_ID: 'abc', BROKER_KEY_VAULT_URL: 'https://vault.example.com' };
+    expect(configError(inAzure).setting).toBe('BROKER_PUBLIC_URL');
+  });
+
   it('refuses the local secret store and the sandbox in Azure', () => {
     const inAzure = { ...minimal, WEBSITE_INSTANCE_ID: 'abc', BROKER_PUBLIC_URL: 'https://broker.example.com' };
     expect(configError(inAzure).setting).toBe('BROKER_KEY_VAULT_URL');

@@ -1,0 +1,3 @@
+/** Types of package.mjs, for the tests that import it. */
+export declare const STAGE_DIR: string;
+export declare function funcignoreMatcher(text: string): (path: string, isDirectory: boolean) => boolean;
