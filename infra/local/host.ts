@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { inspect } from 'node:util';
 import functionsLibrary, { type HttpResponseInit } from '@azure/functions';
 import { httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
 import { BrokerError } from '../../shared/errors.js';
@@ -119,7 +120,8 @@ export function createLocalHost(options: LocalHostOptions): Server {
     new InvocationContext({
       functionName,
       invocationId: randomUUID(),
-      logHandler: (level, ...args) => log(`[${functionName}] ${level}: ${args.map((arg) => (arg instanceof Error ? arg.message : typeof arg === 'string' ? arg : JSON.stringify(arg))).join(' ')}`),
+      // Whole objects, as the Functions host sends them to Application Insights: what is logged here is what operators would see there.
+      logHandler: (level, ...args) => log(`[${functionName}] ${level}: ${args.map((arg) => (typeof arg === 'string' ? arg : inspect(arg, { depth: 6 }))).join(' ')}`),
     });
 
   const problem = (error: BrokerError, path: string) => problemResponse(error, path, () => undefined);

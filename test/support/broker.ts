@@ -19,6 +19,8 @@ export async function startTestBroker(options: {
   tablesConnection: string;
   env?: Record<string, string>;
   overrides?: ServiceOverrides;
+  /** Receives every line the local host logs for the functions (their InvocationContext). */
+  hostLog?: (line: string) => void;
 }): Promise<TestBroker> {
   // The port is chosen first so the public URL, and with it the redirect URI, is known up front.
   const port = await freePort();
@@ -33,7 +35,7 @@ export async function startTestBroker(options: {
   const server = createLocalHost({
     registrations: registrations({ rotationSchedule: config.rotationSchedule }),
     services: () => services,
-    log: () => undefined,
+    log: options.hostLog ?? (() => undefined),
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const baseUrl = `http://localhost:${port}`;

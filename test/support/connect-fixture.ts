@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
 import { startAzuriteTables, type AzuriteTables } from '../../infra/local/azurite.js';
 import { startSandboxIdentityProvider, type SandboxIdentityProvider } from '../../infra/local/sandbox-idp/index.js';
 import type { Clock } from '../../shared/clock.js';
@@ -32,7 +33,7 @@ export interface ConnectFixture {
   clock: MovableClock;
   app: { id: string; clientId: string; clientSecret: string };
   tenantId: string;
-  /** What the broker logged (its `log` hook), newest last. */
+  /** Everything the broker logged (its `log` hook with details, and the functions' context logs), newest last. */
   logs: string[];
   close(): Promise<void>;
 }
@@ -47,7 +48,8 @@ export async function startConnectFixture(options: { env?: Record<string, string
     // The refresh storm sends 1,000 requests with one key; the rate limit has its own test.
     env: { BROKER_KEY_VAULT_URL: vault.url, BROKER_KEY_VAULT_EMULATOR: 'true', BROKER_AUTHORITY_HOST: idp.authorityHost, BROKER_TOKEN_RATE_LIMIT: '100000', ...options.env },
     // Warnings the broker logs (a failed Key Vault write, say) are kept for assertions, not printed.
-    overrides: { clock, log: (message) => logs.push(message) },
+    overrides: { clock, log: (message, detail) => logs.push(detail === undefined ? message : `${message} ${inspect(detail, { depth: 8 })}`) },
+    hostLog: (line) => logs.push(line),
   });
 
   const clientId = randomUUID();
