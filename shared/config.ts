@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { Cron } from 'croner';
 import { z } from 'zod';
 
 /** A setting that is missing or malformed: the broker refuses to start and prints `message`. */
@@ -110,8 +111,18 @@ function bool(env: Environment, name: string, fallback: boolean): boolean {
 
 const positiveInt = (max: number) => z.coerce.number().int().min(1).max(max);
 
-// Six fields, seconds first, as the Functions host reads NCRONTAB.
-const ncrontab = z.string().regex(/^(\S+\s+){5}\S+$/);
+// Six fields, seconds first, as the Functions host reads NCRONTAB; croner reads the same form.
+const ncrontab = z
+  .string()
+  .regex(/^(\S+\s+){5}\S+$/)
+  .refine((pattern) => {
+    try {
+      new Cron(pattern, { paused: true, timezone: 'UTC' }).stop();
+      return true;
+    } catch {
+      return false;
+    }
+  });
 
 /**
  * Reads and validates every `BROKER_*` setting. Throws `ConfigError` naming the first bad

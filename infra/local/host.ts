@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { inspect } from 'node:util';
+import { Cron } from 'croner';
 import functionsLibrary, { type HttpResponseInit } from '@azure/functions';
 import { httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
 import { BrokerError } from '../../shared/errors.js';
@@ -23,6 +24,8 @@ export interface LocalHostOptions {
   registrations: Registration[];
   services: ServicesProvider;
   log?: (line: string) => void;
+  /** Run timer functions on their NCRONTAB schedules (UTC), as the Functions host does; stopped with the server. */
+  runSchedules?: boolean;
 }
 
 interface CompiledRoute {
@@ -137,13 +140,17 @@ export function createLocalHost(options: LocalHostOptions): Server {
     const timer = timers.get(name);
     if (!timer) return problem(new BrokerError('FUNCTION_NOT_FOUND', `No timer function is named "${name}".`), path);
     // Unlike the Functions host, answer after the run: locally, "done" is what callers want to know.
+    await invoke(timer, null);
+    return { status: 202, headers: { 'cache-control': 'no-store' }, body: '' };
+  }
+
+  function invoke(timer: TimerRegistration, job: Cron | null): Promise<void> {
     const now = new Date().toISOString();
-    await timer.run(services, context(timer.name), {
+    return timer.run(options.services(), context(timer.name), {
       isPastDue: false,
       schedule: { adjustForDST: false },
-      scheduleStatus: { last: now, next: now, lastUpdated: now },
+      scheduleStatus: { last: job?.previousRun()?.toISOString() ?? now, next: job?.nextRun()?.toISOString() ?? now, lastUpdated: now },
     });
-    return { status: 202, headers: { 'cache-control': 'no-store' }, body: '' };
   }
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -185,7 +192,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
     await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
   }
 
-  return createServer((request, response) => {
+  const server = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
       log(`local host: unexpected error: ${error instanceof Error ? error.message : String(error)}`);
       if (!response.headersSent) {
@@ -195,4 +202,18 @@ export function createLocalHost(options: LocalHostOptions): Server {
       }
     });
   });
+
+  if (options.runSchedules) {
+    const jobs = [...timers.values()].map((timer) => {
+      const job: Cron = new Cron(
+        timer.schedule,
+        // `protect`: a run still going when the next is due is not started twice, like the host's singleton lock.
+        { timezone: 'UTC', protect: true, catch: (error) => log(`[${timer.name}] error: ${inspect(error, { depth: 4 })}`) },
+        () => invoke(timer, job),
+      );
+      return job;
+    });
+    server.on('close', () => jobs.forEach((job) => job.stop()));
+  }
+  return server;
 }

@@ -127,7 +127,11 @@ async function main(): Promise<void> {
     notes.push(config.keyVault ? `Secrets: Key Vault ${config.keyVault.url}` : `Secrets: local encrypted store in ${dataDir}`);
     if (idp && trust) sandboxLines = describeSandbox(idp, trust.ca, await seedSandboxDemo({ idp, services, dataDir }));
 
-    const server: Server = createLocalHost({ registrations: registrations({ rotationSchedule: config.rotationSchedule }), services: () => services });
+    const server: Server = createLocalHost({
+      registrations: registrations({ rotationSchedule: config.rotationSchedule }),
+      services: () => services,
+      runSchedules: true,
+    });
     await new Promise<void>((resolvePromise, reject) => {
       server.once('error', reject);
       server.listen(config.port, '127.0.0.1', () => resolvePromise());
@@ -141,7 +145,7 @@ async function main(): Promise<void> {
 
     console.log(`Mail OAuth Broker is listening on http://localhost:${listening}/api`);
     for (const note of notes) console.log(note);
-    console.log(`Run the rotate-tokens timer now: curl -X POST -H "Authorization: Bearer <operator key>" http://localhost:${listening}/admin/functions/rotate-tokens`);
+    console.log(`The rotate-tokens timer runs on "${config.rotationSchedule}" (UTC). Run it now: curl -X POST -H "Authorization: Bearer <operator key>" http://localhost:${listening}/admin/functions/rotate-tokens`);
     for (const line of sandboxLines) console.log(line);
     console.log('Press Ctrl-C to stop.');
   } catch (error) {

@@ -59,6 +59,7 @@ describe('loadConfig', () => {
     [{ BROKER_IMAP_HOST: 'imap:99999' }, 'BROKER_IMAP_HOST', 'host:port'],
     [{ BROKER_SANDBOX: 'maybe' }, 'BROKER_SANDBOX', 'true or false'],
     [{ BROKER_ROTATION_SCHEDULE: '*/30 * * * *' }, 'BROKER_ROTATION_SCHEDULE', 'six-field'],
+    [{ BROKER_ROTATION_SCHEDULE: '0 */30 * * * 99' }, 'BROKER_ROTATION_SCHEDULE', 'six-field'],
     [{ BROKER_REFRESH_MAX_AGE_DAYS: '90' }, 'BROKER_REFRESH_MAX_AGE_DAYS', '1 to 89'],
     [{ BROKER_KV_WRITE_BUDGET: '301' }, 'BROKER_KV_WRITE_BUDGET', '1 to 300'],
     [{ BROKER_TOKEN_RATE_LIMIT: 'lots' }, 'BROKER_TOKEN_RATE_LIMIT', 'whole number'],

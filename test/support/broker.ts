@@ -21,6 +21,7 @@ export async function startTestBroker(options: {
   overrides?: ServiceOverrides;
   /** Receives every line the local host logs for the functions (their InvocationContext). */
   hostLog?: (line: string) => void;
+  runSchedules?: boolean;
 }): Promise<TestBroker> {
   // The port is chosen first so the public URL, and with it the redirect URI, is known up front.
   const port = await freePort();
@@ -36,6 +37,7 @@ export async function startTestBroker(options: {
     registrations: registrations({ rotationSchedule: config.rotationSchedule }),
     services: () => services,
     log: options.hostLog ?? (() => undefined),
+    runSchedules: options.runSchedules ?? false,
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const baseUrl = `http://localhost:${port}`;
