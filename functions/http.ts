@@ -41,7 +41,8 @@ export type Registration = HttpRegistration | TimerRegistration;
  * Every route is registered for every method the host knows, so a wrong method gets our
  * 405 problem instead of the host's bare 404.
  */
-export const ALL_METHODS: HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'TRACE'];
+// Not TRACE or CONNECT: the worker builds a fetch Request for each call, and fetch refuses them.
+export const ALL_METHODS: HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 
 export const MAX_BODY_BYTES = 64 * 1024;
 

@@ -35,6 +35,7 @@ const catalogue = {
   NOT_CONNECTED: { status: 409, title: 'The mailbox is not connected yet' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The request body must be JSON' },
+  HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
   INTERNAL: { status: 500, title: 'Internal error' },
   STORAGE_UNAVAILABLE: { status: 503, title: 'Storage is unavailable' },

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { inspect } from 'node:util';
 import { Cron } from 'croner';
 import functionsLibrary, { type HttpResponseInit } from '@azure/functions';
-import { httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
+import { ALL_METHODS, httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
 import { BrokerError } from '../../shared/errors.js';
 import { problemResponse, type PlainResponse } from '../../shared/http/problem.js';
+import { errorPage } from '../../shared/http/result-pages.js';
 
 // A CommonJS package whose classes Node's ESM loader cannot see as named exports.
 const { HttpRequest, InvocationContext } = functionsLibrary;
@@ -127,7 +129,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
       logHandler: (level, ...args) => log(`[${functionName}] ${level}: ${args.map((arg) => (typeof arg === 'string' ? arg : inspect(arg, { depth: 6 }))).join(' ')}`),
     });
 
-  const problem = (error: BrokerError, path: string) => problemResponse(error, path, () => undefined);
+  const problem = (error: BrokerError, path: string | undefined) => problemResponse(error, path, () => undefined);
 
   async function runTimer(name: string, request: IncomingMessage, path: string): Promise<PlainResponse> {
     if (request.method !== 'POST') {
@@ -153,12 +155,30 @@ export function createLocalHost(options: LocalHostOptions): Server {
     });
   }
 
+  /** A failure before any route's handler runs, answered in the style the route would use. */
+  function early(error: BrokerError, path: string, route: CompiledRoute | undefined): PlainResponse {
+    return route?.registration.errors === 'page' ? errorPage(error, () => undefined) : problem(error, path);
+  }
+
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const url = new URL(request.url ?? '/', 'http://localhost');
+    let url: URL;
+    try {
+      // Only the path and query count; an absolute-form target's host is not ours to honour.
+      url = new URL(request.url ?? '/', 'http://localhost');
+    } catch {
+      await send(response, problem(new BrokerError('NOT_FOUND', 'The request target is not a valid path.'), undefined));
+      return;
+    }
     const path = url.pathname;
     const admin = /^\/admin\/functions\/([^/]+)\/?$/.exec(path);
     if (admin) {
-      await send(response, await runTimer(decodeURIComponent(admin[1]!), request, path));
+      let name: string;
+      try {
+        name = decodeURIComponent(admin[1]!);
+      } catch {
+        name = admin[1]!;
+      }
+      await send(response, await runTimer(name, request, path));
       return;
     }
     const parts = decodeParts(path);
@@ -166,30 +186,42 @@ export function createLocalHost(options: LocalHostOptions): Server {
       await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}; the API is under /api.`), path));
       return;
     }
+    const rest = parts.slice(1);
+    let route: CompiledRoute | undefined;
+    let params: Record<string, string> | null = null;
+    for (const candidate of routes) {
+      params = match(candidate, rest);
+      if (params) {
+        route = candidate;
+        break;
+      }
+    }
+    if (!route || !params) {
+      await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
+      return;
+    }
+    const method = (request.method ?? 'GET').toUpperCase();
+    // The Functions worker cannot represent methods outside this list (fetch's Request refuses TRACE), so neither do we.
+    if (!(ALL_METHODS as string[]).includes(method)) {
+      const allow = Object.keys(route.registration.methods);
+      await send(response, early(new BrokerError('METHOD_NOT_ALLOWED', `${method} is not supported here; use ${allow.join(', ')}.`, { allow }), path, route));
+      return;
+    }
     const body = await readBody(request);
     if (body === 'too-large') {
       // The rest of the body is still on the wire: close the connection rather than read it.
       response.setHeader('connection', 'close');
-      await send(response, problem(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path));
+      await send(response, early(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path, route));
       return;
     }
-    const rest = parts.slice(1);
-    for (const route of routes) {
-      const params = match(route, rest);
-      if (!params) continue;
-      const host = request.headers.host ?? 'localhost';
-      const httpRequest = new HttpRequest({
-        method: request.method ?? 'GET',
-        url: `http://${host}${request.url ?? '/'}`,
-        headers: headersOf(request),
-        params,
-        ...(body.byteLength > 0 ? { body: { bytes: body } } : {}),
-      });
-      const result = await handlers.get(route)!(httpRequest, context(route.registration.name));
-      await send(response, result);
-      return;
-    }
-    await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
+    const httpRequest = new HttpRequest({
+      method,
+      url: `http://localhost${url.pathname}${url.search}`,
+      headers: headersOf(request),
+      params,
+      ...(body.byteLength > 0 ? { body: { bytes: body } } : {}),
+    });
+    await send(response, await handlers.get(route)!(httpRequest, context(route.registration.name)));
   }
 
   const server = createServer((request, response) => {
@@ -201,6 +233,17 @@ export function createLocalHost(options: LocalHostOptions): Server {
         response.destroy();
       }
     });
+  });
+  // What Node's parser refuses (an unknown method, an oversized head) still gets a problem answer.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    const failure =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? new BrokerError('HEADERS_TOO_LARGE', 'The request headers are larger than the host accepts.')
+        : new BrokerError('INVALID_REQUEST', 'The request is not valid HTTP.');
+    rawProblem(socket, problem(failure, undefined));
+  });
+  server.on('connect', (_request: IncomingMessage, socket: Duplex) => {
+    rawProblem(socket, problem(new BrokerError('METHOD_NOT_ALLOWED', 'CONNECT is not supported.', { allow: ALL_METHODS }), undefined));
   });
 
   if (options.runSchedules) {
@@ -216,4 +259,15 @@ export function createLocalHost(options: LocalHostOptions): Server {
     server.on('close', () => jobs.forEach((job) => job.stop()));
   }
   return server;
+}
+
+function rawProblem(socket: Duplex, answer: PlainResponse): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const headers = Object.entries({ ...answer.headers, connection: 'close', 'content-length': String(Buffer.byteLength(answer.body)) })
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  socket.end(`HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\n${headers}\r\n${answer.body}`);
 }

@@ -20,6 +20,7 @@ export function errorPage(error: unknown, log: (message: string, error: unknown)
     details: [{ label: 'Error code', value: failure.code }],
   });
   if (failure.retryAfterSeconds !== undefined) page.headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));
+  if (failure.allow) page.headers.allow = failure.allow.join(', ');
   return page;
 }
 
