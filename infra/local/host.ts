@@ -8,6 +8,7 @@ import { ALL_METHODS, httpHandler, type HttpRegistration, type Registration, typ
 import { BrokerError } from '../../shared/errors.js';
 import { problemResponse, type PlainResponse } from '../../shared/http/problem.js';
 import { errorPage } from '../../shared/http/result-pages.js';
+import { bySpecificity, compileRoute, findRoute, type CompiledRoute } from './routes.js';
 
 // A CommonJS package whose classes Node's ESM loader cannot see as named exports.
 const { HttpRequest, InvocationContext } = functionsLibrary;
@@ -28,46 +29,6 @@ export interface LocalHostOptions {
   log?: (line: string) => void;
   /** Run timer functions on their NCRONTAB schedules (UTC), as the Functions host does; stopped with the server. */
   runSchedules?: boolean;
-}
-
-interface CompiledRoute {
-  registration: HttpRegistration;
-  segments: string[];
-  catchAll: boolean;
-  literals: number;
-}
-
-function compile(registration: HttpRegistration): CompiledRoute {
-  const segments = registration.route.split('/').filter(Boolean);
-  return {
-    registration,
-    segments,
-    catchAll: segments.some((segment) => segment.startsWith('{*')),
-    literals: segments.filter((segment) => !segment.startsWith('{')).length,
-  };
-}
-
-/** Like the host's router: literal segments beat parameters, and the catch-all comes last. */
-function bySpecificity(a: CompiledRoute, b: CompiledRoute): number {
-  return Number(a.catchAll) - Number(b.catchAll) || b.literals - a.literals || b.segments.length - a.segments.length;
-}
-
-function match(route: CompiledRoute, parts: string[]): Record<string, string> | null {
-  const params: Record<string, string> = {};
-  for (let index = 0; index < route.segments.length; index += 1) {
-    const segment = route.segments[index]!;
-    const catchAll = /^\{\*(\w+)\}$/.exec(segment);
-    if (catchAll) {
-      params[catchAll[1]!] = parts.slice(index).join('/');
-      return params;
-    }
-    const part = parts[index];
-    if (part === undefined) return null;
-    const param = /^\{(\w+)\}$/.exec(segment);
-    if (param) params[param[1]!] = part;
-    else if (segment.toLowerCase() !== part.toLowerCase()) return null;
-  }
-  return parts.length === route.segments.length ? params : null;
 }
 
 function decodeParts(path: string): string[] | null {
@@ -112,7 +73,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
   const log = options.log ?? ((line: string) => console.log(line));
   const routes = options.registrations
     .filter((registration): registration is HttpRegistration => registration.kind === 'http')
-    .map(compile)
+    .map(compileRoute)
     .sort(bySpecificity);
   const timers = new Map(
     options.registrations
@@ -187,41 +148,33 @@ export function createLocalHost(options: LocalHostOptions): Server {
       return;
     }
     const rest = parts.slice(1);
-    let route: CompiledRoute | undefined;
-    let params: Record<string, string> | null = null;
-    for (const candidate of routes) {
-      params = match(candidate, rest);
-      if (params) {
-        route = candidate;
-        break;
-      }
-    }
-    if (!route || !params) {
+    const found = findRoute(routes, rest);
+    if (!found) {
       await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
       return;
     }
     const method = (request.method ?? 'GET').toUpperCase();
     // The Functions worker cannot represent methods outside this list (fetch's Request refuses TRACE), so neither do we.
     if (!(ALL_METHODS as string[]).includes(method)) {
-      const allow = Object.keys(route.registration.methods);
-      await send(response, early(new BrokerError('METHOD_NOT_ALLOWED', `${method} is not supported here; use ${allow.join(', ')}.`, { allow }), path, route));
+      const allow = Object.keys(found.route.registration.methods);
+      await send(response, early(new BrokerError('METHOD_NOT_ALLOWED', `${method} is not supported here; use ${allow.join(', ')}.`, { allow }), path, found.route));
       return;
     }
     const body = await readBody(request);
     if (body === 'too-large') {
       // The rest of the body is still on the wire: close the connection rather than read it.
       response.setHeader('connection', 'close');
-      await send(response, early(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path, route));
+      await send(response, early(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path, found.route));
       return;
     }
     const httpRequest = new HttpRequest({
       method,
       url: `http://localhost${url.pathname}${url.search}`,
       headers: headersOf(request),
-      params,
+      params: found.params,
       ...(body.byteLength > 0 ? { body: { bytes: body } } : {}),
     });
-    await send(response, await handlers.get(route)!(httpRequest, context(route.registration.name)));
+    await send(response, await handlers.get(found.route)!(httpRequest, context(found.route.registration.name)));
   }
 
   const server = createServer((request, response) => {

@@ -30,6 +30,9 @@ export interface ConnectionsDeps {
   clock: Clock;
 }
 
+/** A create takes well under this; an index row older than it without its connection is left over. */
+const ORPHAN_AFTER_MS = 60_000;
+
 function notFound(): BrokerError {
   return new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
 }
@@ -92,22 +95,47 @@ export class ConnectionsService {
       createdAt: now,
       updatedAt: now,
     };
-    // The index row is the uniqueness check: inserting it is atomic, a second one is a 409.
-    try {
-      await tables.mailboxIndex.insert({ tenantId: record.tenantId, mode: record.mode, mailbox: record.mailbox, connectionId: record.id });
-    } catch (error) {
-      if (error instanceof StorageConflictError) {
-        throw new BrokerError('MAILBOX_ALREADY_CONNECTED', `${record.mailbox} already has a ${record.mode} connection in this tenant.`);
-      }
-      throw error;
-    }
+    await this.claimMailbox(record);
     try {
       await tables.connections.insert(record);
     } catch (error) {
-      await tables.mailboxIndex.delete(record.tenantId, mailboxIndexRowKey(record.mode, record.mailbox)).catch(() => false);
-      throw error;
+      // Ids are random, so "exists" can only be this very insert, retried after its answer was lost.
+      if (!(error instanceof StorageConflictError && (await tables.connections.get(record.id, '')))) {
+        await tables.mailboxIndex.delete(record.tenantId, mailboxIndexRowKey(record.mode, record.mailbox)).catch(() => false);
+        throw error;
+      }
     }
     return connectionView(record);
+  }
+
+  /**
+   * The mailbox index row is the uniqueness check: inserting it is atomic and a second one is
+   * a 409. A 409 can also be this insert retried after a lost answer, or a row a failed create
+   * left behind (its connection never written): both are taken over rather than blocking the
+   * mailbox for good.
+   */
+  private async claimMailbox(record: ConnectionRecord): Promise<void> {
+    const { tables, clock } = this.deps;
+    const row = { tenantId: record.tenantId, mode: record.mode, mailbox: record.mailbox, connectionId: record.id, createdAt: record.createdAt };
+    const taken = () => new BrokerError('MAILBOX_ALREADY_CONNECTED', `${record.mailbox} already has a ${record.mode} connection in this tenant.`);
+    try {
+      await tables.mailboxIndex.insert(row);
+      return;
+    } catch (error) {
+      if (!(error instanceof StorageConflictError)) throw error;
+    }
+    const existing = await tables.mailboxIndex.get(record.tenantId, mailboxIndexRowKey(record.mode, record.mailbox));
+    if (!existing || existing.value.connectionId === record.id) return;
+    if (await tables.connections.get(existing.value.connectionId, '')) throw taken();
+    // A create still in progress has written its index row moments ago; only an old one is an orphan.
+    const age = clock.now().getTime() - new Date(existing.value.createdAt ?? 0).getTime();
+    if (age < ORPHAN_AFTER_MS) throw taken();
+    try {
+      await tables.mailboxIndex.replace(row, existing.etag);
+    } catch (error) {
+      if (error instanceof StorageConflictError) throw taken();
+      throw error;
+    }
   }
 
   async get(id: string | undefined): Promise<ConnectionRecord> {

@@ -122,6 +122,8 @@ export const mailboxIndexRecord = z.object({
   mode: z.enum(connectionModes),
   mailbox: z.string(),
   connectionId: z.string(),
+  /** Lets a create tell a row left by a create that failed half-way from one still in progress. */
+  createdAt: nullable(timestamp),
 });
 export type MailboxIndexRecord = z.infer<typeof mailboxIndexRecord>;
 export function mailboxIndexRowKey(mode: ConnectionMode, mailbox: string): string {

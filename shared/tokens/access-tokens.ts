@@ -302,6 +302,7 @@ export class AccessTokens {
         current = await this.deps.tables.connections.get(leased.value.id, '');
       }
     }
+    if (current) this.deps.log(`the outcome of refreshing ${leased.value.id} could not be written after 5 conflicts; its lease expires by itself`);
   }
 }
 

@@ -4,6 +4,7 @@ import { createAppInput, createConnectionInput, createTenantInput, listConnectio
 import { tokenRequestInput } from '../../shared/tokens/inputs.js';
 import type { RawRequest } from './raw-http.js';
 import { existingIds, type World } from './world.js';
+import { bySpecificity, compileRoute, findRoute as findHostRoute, type CompiledRoute } from '../../infra/local/routes.js';
 
 /*
  * Which generated requests could succeed. The generators aim at requests that must be
@@ -25,47 +26,14 @@ export interface Judgement {
   route: string;
 }
 
-interface CompiledRoute {
-  registration: HttpRegistration;
-  segments: string[];
-  catchAll: boolean;
-  literals: number;
-}
-
-/** The local host's router (infra/local/host.ts), restated: literals beat parameters, the catch-all comes last. */
+/** The local host's own router, so the oracle routes exactly as the host does. */
 export function compileRoutes(registrations: HttpRegistration[]): CompiledRoute[] {
-  return registrations
-    .map((registration) => {
-      const segments = registration.route.split('/').filter(Boolean);
-      return { registration, segments, catchAll: segments.some((s) => s.startsWith('{*')), literals: segments.filter((s) => !s.startsWith('{')).length };
-    })
-    .sort((a, b) => Number(a.catchAll) - Number(b.catchAll) || b.literals - a.literals || b.segments.length - a.segments.length);
-}
-
-function match(route: CompiledRoute, parts: string[]): Record<string, string> | null {
-  const params: Record<string, string> = {};
-  for (let index = 0; index < route.segments.length; index += 1) {
-    const segment = route.segments[index]!;
-    const catchAll = /^\{\*(\w+)\}$/.exec(segment);
-    if (catchAll) {
-      params[catchAll[1]!] = parts.slice(index).join('/');
-      return params;
-    }
-    const part = parts[index];
-    if (part === undefined) return null;
-    const param = /^\{(\w+)\}$/.exec(segment);
-    if (param) params[param[1]!] = part;
-    else if (segment.toLowerCase() !== part.toLowerCase()) return null;
-  }
-  return parts.length === route.segments.length ? params : null;
+  return registrations.map(compileRoute).sort(bySpecificity);
 }
 
 export function findRoute(routes: CompiledRoute[], parts: string[]): { registration: HttpRegistration; params: Record<string, string> } | null {
-  for (const route of routes) {
-    const params = match(route, parts);
-    if (params) return { registration: route.registration, params };
-  }
-  return null;
+  const found = findHostRoute(routes, parts);
+  return found ? { registration: found.route.registration, params: found.params } : null;
 }
 
 /** Node keeps the first of these when a request repeats them and joins the others. */

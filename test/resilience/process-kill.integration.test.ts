@@ -8,7 +8,7 @@ import { secretNames } from '../../shared/secrets/secret-store.js';
 import type { ConnectionRecord, RunRecord } from '../../shared/storage/records.js';
 import { OPERATOR_KEY } from '../support/broker.js';
 import { killBrokerProcesses, startBrokerProcess, waitForOutput, type BrokerProcess } from '../support/broker-process.js';
-import { CUSTOMER_TENANT, connectionWithLink, connectMailbox, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { type ConnectFixture, connectionWithLink, connectMailbox, CUSTOMER_TENANT, sharedBrokerEnv, startConnectFixture, tenantKey } from '../support/connect-fixture.js';
 import { openPage, signInThroughPages } from '../infra/sandbox-idp/support.js';
 
 /*
@@ -51,17 +51,9 @@ afterAll(async () => {
 
 async function startChild(): Promise<Child> {
   const port = await freePort();
-  const config = fixture.broker.services.config;
   const started = startBrokerProcess(
     {
-      PORT: String(port),
-      BROKER_PUBLIC_URL: config.publicUrl,
-      BROKER_OPERATOR_KEY: OPERATOR_KEY,
-      BROKER_TABLES_CONNECTION: fixture.azurite.connectionString,
-      BROKER_KEY_VAULT_URL: fixture.vault.url,
-      BROKER_KEY_VAULT_EMULATOR: 'true',
-      BROKER_AUTHORITY_HOST: fixture.idp.authorityHost,
-      BROKER_SANDBOX: 'false',
+      ...sharedBrokerEnv(fixture, port),
       BROKER_LOCAL_DATA_DIR: dataDir,
       // Only the test runs the sweep: the default schedule could fire at :00 or :30 mid-test.
       BROKER_ROTATION_SCHEDULE: '0 0 0 1 1 *',

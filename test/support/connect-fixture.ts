@@ -4,7 +4,7 @@ import { startAzuriteTables, type AzuriteTables } from '../../infra/local/azurit
 import { startSandboxIdentityProvider, type SandboxIdentityProvider } from '../../infra/local/sandbox-idp/index.js';
 import type { Clock } from '../../shared/clock.js';
 import { openPage, signInThroughPages } from '../infra/sandbox-idp/support.js';
-import { startTestBroker, type TestBroker } from './broker.js';
+import { OPERATOR_KEY, startTestBroker, type TestBroker } from './broker.js';
 import { startKeyVaultFake, type KeyVaultFake } from './key-vault-fake.js';
 import { issueTestServerCertificate } from './test-ca.js';
 
@@ -124,4 +124,18 @@ export async function connectMailbox(fixture: ConnectFixture, mailbox: string, e
 export async function tenantKey(fixture: ConnectFixture, tenantId = fixture.tenantId): Promise<string> {
   const response = await fixture.broker.call('POST', `/api/manage/tenants/${tenantId}/keys`);
   return ((await response.json()) as { key: string }).key;
+}
+
+/** Settings for another broker process sharing this fixture's storage, vault and identity provider. */
+export function sharedBrokerEnv(fixture: ConnectFixture, port: number): Record<string, string> {
+  return {
+    PORT: String(port),
+    BROKER_PUBLIC_URL: fixture.broker.services.config.publicUrl,
+    BROKER_OPERATOR_KEY: OPERATOR_KEY,
+    BROKER_TABLES_CONNECTION: fixture.azurite.connectionString,
+    BROKER_KEY_VAULT_URL: fixture.vault.url,
+    BROKER_KEY_VAULT_EMULATOR: 'true',
+    BROKER_AUTHORITY_HOST: fixture.idp.authorityHost,
+    BROKER_SANDBOX: 'false',
+  };
 }

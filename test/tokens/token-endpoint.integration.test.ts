@@ -3,7 +3,7 @@ import { freePort } from '../../infra/local/free-port.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { OPERATOR_KEY, startTestBroker } from '../support/broker.js';
 import { killBrokerProcesses, startBrokerProcess, waitForOutput } from '../support/broker-process.js';
-import { connectMailbox, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { connectMailbox, sharedBrokerEnv, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
 
 /*
  * POST /api/token against the real stack: Azurite, the Key Vault fake through SecretClient,
@@ -234,20 +234,7 @@ describe('a refresh storm', () => {
 
   it('makes exactly one call to Microsoft for 1,000 concurrent requests across two broker processes', async () => {
     const port = await freePort();
-    const config = fixture.broker.services.config;
-    const second = startBrokerProcess(
-      {
-        PORT: String(port),
-        BROKER_PUBLIC_URL: config.publicUrl,
-        BROKER_OPERATOR_KEY: OPERATOR_KEY,
-        BROKER_TABLES_CONNECTION: fixture.azurite.connectionString,
-        BROKER_KEY_VAULT_URL: fixture.vault.url,
-        BROKER_KEY_VAULT_EMULATOR: 'true',
-        BROKER_AUTHORITY_HOST: fixture.idp.authorityHost,
-        BROKER_SANDBOX: 'false',
-      },
-      { trustTestCa: true },
-    );
+    const second = startBrokerProcess(sharedBrokerEnv(fixture, port), { trustTestCa: true });
     await waitForOutput(second, 'listening on');
 
     const connectionId = await connectMailbox(fixture, 'storm@contoso.example');
