@@ -71,6 +71,16 @@ export class RotationSweep {
     let cursor = resumeAfter;
     let stopped: 'time' | 'budget' | null = null;
     const inFlight = new Set<Promise<void>>();
+    // A slot is taken when a rotated refresh token is about to be written. Waiting for one is
+    // capped well inside the refresh lease (30 s), so a wait never lets another instance in.
+    const budget = {
+      exhausted: false,
+      reserve: async () => {
+        const granted = await this.deps.writeBudget.reserve(Math.min(deadline, clock.now().getTime() + 12_000));
+        if (!granted) budget.exhausted = true;
+        return granted;
+      },
+    };
     const limit = this.deps.concurrency ?? 8;
 
     for await (const row of rows) {
@@ -85,13 +95,12 @@ export class RotationSweep {
         run.skippedForTime += 1;
         break;
       }
-      // Worst case every refresh writes one rotated refresh token, so each takes a slot.
-      if (!(await this.deps.writeBudget.reserve(deadline))) {
+      if (budget.exhausted || !this.deps.writeBudget.canReserveBy(deadline)) {
         stopped = 'budget';
         run.skippedForBudget += 1;
         break;
       }
-      const task = this.refreshOne(connection, staleBefore, run).finally(() => inFlight.delete(task));
+      const task = this.refreshOne(connection, staleBefore, run, budget).finally(() => inFlight.delete(task));
       inFlight.add(task);
       cursor = connection.id;
       if (inFlight.size >= limit) await Promise.race(inFlight);
@@ -120,9 +129,9 @@ export class RotationSweep {
     return run;
   }
 
-  private async refreshOne(connection: ConnectionRecord, staleBefore: string, run: RunRecord): Promise<void> {
+  private async refreshOne(connection: ConnectionRecord, staleBefore: string, run: RunRecord, budget: { reserve: () => Promise<boolean> }): Promise<void> {
     try {
-      await this.deps.accessTokens.refreshUnlessSince(connection, new Date(staleBefore));
+      await this.deps.accessTokens.refreshUnlessSince(connection, new Date(staleBefore), { reserveWrite: budget.reserve });
       run.refreshed += 1;
     } catch (error) {
       const code = error instanceof BrokerError ? error.code : 'INTERNAL';

@@ -33,6 +33,14 @@ export class WriteBudget {
     }
   }
 
+  /** Whether a slot will be free by `deadline`, without taking it: the sweep asks before it starts a refresh. */
+  canReserveBy(deadline: number): boolean {
+    const now = this.options.clock.now().getTime();
+    const live = this.window.filter((at) => at > now - this.windowMs);
+    if (live.length < this.options.writesPer10s) return true;
+    return live[0]! + this.windowMs <= deadline;
+  }
+
   /** The most writes reserved in any window so far is what the tests check against the limit. */
   inWindow(): number {
     const now = this.options.clock.now().getTime();

@@ -86,14 +86,14 @@ export class AccessTokens {
    * It shares the flight and the lease with token requests, so the two never refresh the
    * same connection twice.
    */
-  async refreshUnlessSince(connection: ConnectionRecord, before: Date): Promise<AccessToken> {
-    return this.fly(connection.id, this.memory.get(connection.id), before.toISOString());
+  async refreshUnlessSince(connection: ConnectionRecord, before: Date, options: { reserveWrite?: () => Promise<boolean> } = {}): Promise<AccessToken> {
+    return this.fly(connection.id, this.memory.get(connection.id), before.toISOString(), options.reserveWrite ?? null);
   }
 
-  private fly(connectionId: string, cached: AccessToken | undefined, refreshedBefore: string | null): Promise<AccessToken> {
+  private fly(connectionId: string, cached: AccessToken | undefined, refreshedBefore: string | null, reserveWrite: (() => Promise<boolean>) | null = null): Promise<AccessToken> {
     let flight = this.flights.get(connectionId);
     if (!flight) {
-      flight = this.acquire(connectionId, cached, refreshedBefore).finally(() => this.flights.delete(connectionId));
+      flight = this.acquire(connectionId, cached, refreshedBefore, reserveWrite).finally(() => this.flights.delete(connectionId));
       this.flights.set(connectionId, flight);
     }
     return flight;
@@ -121,7 +121,12 @@ export class AccessTokens {
     }
   }
 
-  private async acquire(connectionId: string, stale: AccessToken | undefined, refreshedBefore: string | null): Promise<AccessToken> {
+  private async acquire(
+    connectionId: string,
+    stale: AccessToken | undefined,
+    refreshedBefore: string | null,
+    reserveWrite: (() => Promise<boolean>) | null,
+  ): Promise<AccessToken> {
     const { clock, tables } = this.deps;
     const deadline = clock.now().getTime() + (this.deps.leaseWaitMs ?? 20_000);
     const sleep = this.deps.sleep ?? defaultSleep;
@@ -138,7 +143,7 @@ export class AccessTokens {
       const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
       if (!heldByOther) {
         const leased = await this.takeLease(row, now);
-        if (leased) return this.refreshHolding(leased, lastSeen);
+        if (leased) return this.refreshHolding(leased, lastSeen, reserveWrite);
       }
       if (now.getTime() > deadline) {
         if (this.usable(lastSeen)) return this.remember(connectionId, lastSeen);
@@ -163,7 +168,7 @@ export class AccessTokens {
   }
 
   /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
-  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null): Promise<AccessToken> {
+  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, reserveWrite: (() => Promise<boolean>) | null = null): Promise<AccessToken> {
     const connection = leased.value;
     const now = this.deps.clock.now();
     if (connection.retryNotBefore && connection.retryNotBefore > now.toISOString()) {
@@ -196,7 +201,11 @@ export class AccessTokens {
     // which Microsoft does not revoke on redemption, stays in use.
     let refreshTokenUpdatedAt = connection.refreshTokenUpdatedAt;
     const writeDue = !refreshTokenUpdatedAt || now.getTime() - new Date(refreshTokenUpdatedAt).getTime() >= REFRESH_TOKEN_WRITE_INTERVAL_MS;
-    if (writeDue && tokens.refreshToken !== stored.value) {
+    // The sweep's Key Vault write budget is taken here, at the write itself, so that no
+    // 10-second window ever holds more writes than the budget allows.
+    const mayWrite = writeDue && tokens.refreshToken !== stored.value && (reserveWrite === null || (await reserveWrite()));
+    if (writeDue && !mayWrite && reserveWrite !== null) this.deps.log(`the write budget is used up: ${connection.id} keeps its previous refresh token for now`);
+    if (mayWrite) {
       try {
         await this.deps.secrets.set(secretNames.connectionRefreshToken(connection.id), tokens.refreshToken, {
           contentType: 'refresh-token',
