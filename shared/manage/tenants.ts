@@ -4,7 +4,8 @@ import type { Clock } from '../clock.js';
 import { BrokerError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Page } from '../storage/entity-table.js';
-import type { TenantKeyRecord, TenantRecord } from '../storage/records.js';
+import type { KeyHashRecord, TenantKeyRecord, TenantRecord } from '../storage/records.js';
+import { TtlCache } from '../ttl-cache.js';
 import type { StorageTables } from '../storage/tables.js';
 import type { ConnectionsService } from './connections.js';
 import { isId, type CreateTenantInput, type ListQuery, type PatchTenantInput } from './inputs.js';
@@ -56,8 +57,15 @@ const keyView = (key: TenantKeyRecord): TenantKeyView => ({
 });
 
 /** Tenants (SaaS customers) and their API keys. Keys are shown once and kept only as hashes. */
+/** How long another instance may still accept a revoked key. */
+export const KEY_CACHE_TTL_MS = 10_000;
+
 export class TenantsService {
-  constructor(private readonly deps: TenantsDeps) {}
+  private readonly principals: TtlCache<string, KeyHashRecord | null>;
+
+  constructor(private readonly deps: TenantsDeps) {
+    this.principals = new TtlCache({ ttlMs: KEY_CACHE_TTL_MS, maxEntries: 10_000, clock: deps.clock });
+  }
 
   async create(input: CreateTenantInput): Promise<TenantView> {
     const now = this.deps.clock.now().toISOString();
@@ -151,17 +159,29 @@ export class TenantsService {
   /** The lookup row goes first: from that moment the key authenticates nothing. */
   private async removeKey(key: TenantKeyRecord): Promise<void> {
     await this.deps.tables.keyHashes.delete(key.hash, '');
+    this.principals.delete(key.hash);
     await this.deps.tables.tenantKeys.delete(key.tenantId, key.id);
   }
 
-  /** The tenant a presented key belongs to; 401 for a missing, unknown or revoked key. */
+  /**
+   * The tenant a presented key belongs to; 401 for a missing, unknown or revoked key. Known
+   * keys are remembered for a few seconds: a revocation is immediate on the instance that
+   * revoked, and reaches the others within `KEY_CACHE_TTL_MS`.
+   */
   async authenticate(authorization: string | null | undefined): Promise<TenantPrincipal> {
     const key = bearerKey(authorization);
     const hash = key === null ? null : hashKey(key);
-    const found = hash === null ? null : await this.deps.tables.keyHashes.get(hash, '');
-    if (!found || hash === null || !sameHash(found.value.hash, hash)) {
+    const found =
+      hash === null
+        ? null
+        : await this.principals.get(
+            hash,
+            async () => (await this.deps.tables.keyHashes.get(hash, ''))?.value ?? null,
+            (row) => row !== null,
+          );
+    if (!found || hash === null || !sameHash(found.hash, hash)) {
       throw new BrokerError('UNAUTHORIZED', 'Send a valid tenant API key as "Authorization: Bearer mob_…".');
     }
-    return { tenantId: found.value.tenantId, keyId: found.value.keyId };
+    return { tenantId: found.tenantId, keyId: found.keyId };
   }
 }

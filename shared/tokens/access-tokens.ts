@@ -134,6 +134,8 @@ export class AccessTokens {
     for (;;) {
       const row = await tables.connections.get(connectionId, '');
       if (!row) throw new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
+      // The caller's copy of the connection may be a few seconds old; the row decides.
+      assertServable(row.value);
       const shared = await this.shared(row.value);
       const recentEnough = refreshedBefore === null || (row.value.lastRefreshAt ?? '') >= refreshedBefore;
       if (this.fresh(shared) && recentEnough) return this.remember(connectionId, shared);

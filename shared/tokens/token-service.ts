@@ -8,6 +8,7 @@ import type { StorageTables } from '../storage/tables.js';
 import { xoauth2 } from '../verify/xoauth2.js';
 import type { AccessToken, AccessTokens } from './access-tokens.js';
 import type { AuditEvent } from './audit-log.js';
+import { TtlCache } from '../ttl-cache.js';
 
 /** What `POST /api/token` answers (DESIGN.md, "Resource shapes"). */
 export interface TokenResponse {
@@ -39,14 +40,28 @@ function notFound(): BrokerError {
   return new BrokerError('CONNECTION_NOT_FOUND', 'This key\'s tenant has no such connection.');
 }
 
+/** How stale the token path's view of a connection (status, protocols) may be. */
+export const CONNECTION_CACHE_TTL_MS = 5_000;
+
 export class TokenService {
-  constructor(private readonly deps: TokenServiceDeps) {}
+  constructor(private readonly deps: TokenServiceDeps) {
+    this.connections = new TtlCache({ ttlMs: CONNECTION_CACHE_TTL_MS, maxEntries: 20_000, clock: deps.clock });
+  }
 
   /**
    * A connection by id or by mailbox, only within the caller's tenant: another tenant's
    * connection is answered exactly like one that does not exist.
    */
   async resolve(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
+    // A status change (needs_reauth, a deletion) reaches this instance within the TTL; the
+    // refresh path always reads the row itself.
+    const resolved = await this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, () => this.lookup(principal, reference));
+    return resolved;
+  }
+
+  private readonly connections: TtlCache<string, ConnectionRecord>;
+
+  private async lookup(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
     const { tables } = this.deps;
     if (idPattern('con').test(reference)) {
       const found = await tables.connections.get(reference, '');
