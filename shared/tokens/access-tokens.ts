@@ -21,6 +21,8 @@ import type { DataKey } from './data-key.js';
 /** Refresh ahead of expiry: a token with less than this left is not handed out when a refresh can succeed. */
 export const REFRESH_AHEAD_MS = 5 * 60_000;
 const LEASE_MS = 30_000;
+/** Connections whose access token one instance keeps in memory (about 2 KB each). */
+const MEMORY_LIMIT = 50_000;
 /** Key Vault allows ~300 writes per 10 s per vault; a rotated refresh token is written at most once a day. */
 const REFRESH_TOKEN_WRITE_INTERVAL_MS = 24 * 3_600_000;
 
@@ -104,6 +106,9 @@ export class AccessTokens {
   }
 
   private remember(connectionId: string, token: AccessToken): AccessToken {
+    this.memory.delete(connectionId);
+    // Bounded: past the limit the least recently refreshed token goes; it is only a cache.
+    if (this.memory.size >= MEMORY_LIMIT) this.memory.delete(this.memory.keys().next().value as string);
     this.memory.set(connectionId, token);
     return token;
   }
