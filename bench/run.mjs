@@ -3,10 +3,11 @@
 // sandbox identity provider) get certificates from the test CA, and Node reads
 // NODE_EXTRA_CA_CERTS only when it starts, so it must be set before the benchmark's process
 // (and every broker process it spawns, which inherit it) starts.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { prepareTestCertificateAuthority } from '../scripts/test-tls.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const [name, ...args] = process.argv.slice(2);
@@ -22,30 +23,8 @@ if (!existsSync(entry) || !existsSync(join(root, 'dist', 'infra', 'local', 'tls-
   process.exit(1);
 }
 
-// The same CA as `npm test` (.data/test-tls), made on first use.
-function prepareTestCertificateAuthority() {
-  const dir = join(root, '.data', 'test-tls');
-  const result = spawnSync(process.execPath, ['dist/infra/local/tls-cli.js', 'ensure', dir], {
-    cwd: root,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  if (result.status !== 0) {
-    console.error('bench: creating the test certificate authority failed');
-    process.exit(result.status ?? 1);
-  }
-  const caCertPath = result.stdout.trim();
-  const inherited = process.env.NODE_EXTRA_CA_CERTS;
-  if (!inherited) return { dir, extraCaCerts: caCertPath };
-  const caPem = readFileSync(caCertPath, 'utf8');
-  const inheritedPem = readFileSync(inherited, 'utf8');
-  if (inheritedPem.includes(caPem.trim())) return { dir, extraCaCerts: inherited };
-  const bundle = join(dir, 'extra-ca-bundle.pem');
-  writeFileSync(bundle, `${inheritedPem.trim()}\n${caPem}`);
-  return { dir, extraCaCerts: bundle };
-}
 
-const tls = prepareTestCertificateAuthority();
+const tls = prepareTestCertificateAuthority(root, 'bench');
 // What RESULTS.md quotes as "the exact command".
 const command = process.env.npm_lifecycle_event
   ? `npm run ${process.env.npm_lifecycle_event}${args.length ? ` -- ${args.join(' ')}` : ''}`

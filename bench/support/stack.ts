@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ConnectionRecord } from '../../shared/storage/records.js';
 import { newId } from '../../shared/ids.js';
 import { OPERATOR_KEY } from '../../test/support/broker.js';
-import { startConnectFixture, type ConnectFixture } from '../../test/support/connect-fixture.js';
+import { sharedBrokerEnv, startConnectFixture, type ConnectFixture } from '../../test/support/connect-fixture.js';
 import { childPids, onCleanup } from './procs.js';
 
 /*
@@ -39,14 +39,7 @@ export async function startStack(): Promise<Stack> {
     azuritePid,
     brokerEnv: (extra = {}) => ({
       ...process.env,
-      PORT: '0',
-      BROKER_PUBLIC_URL: fixture.broker.services.config.publicUrl,
-      BROKER_OPERATOR_KEY: OPERATOR_KEY,
-      BROKER_TABLES_CONNECTION: fixture.azurite.connectionString,
-      BROKER_KEY_VAULT_URL: fixture.vault.url,
-      BROKER_KEY_VAULT_EMULATOR: 'true',
-      BROKER_AUTHORITY_HOST: fixture.idp.authorityHost,
-      BROKER_SANDBOX: 'false',
+      ...sharedBrokerEnv(fixture, 0),
       // One key sends all the load; the limiter is still on the path, just not in the way.
       BROKER_TOKEN_RATE_LIMIT: '1000000',
       BROKER_LOCAL_DATA_DIR: dataDir,
