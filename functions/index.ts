@@ -1,8 +1,33 @@
-import { app, type InvocationContext, type Timer } from '@azure/functions';
-import { createServices, type Services } from '../shared/composition.js';
-import { ConfigError, loadConfig } from '../shared/config.js';
-import { ALL_METHODS, httpHandler } from './http.js';
-import { registrations } from './registrations.js';
+import type { InvocationContext, Timer } from '@azure/functions';
+import type { Services } from '../shared/composition.js';
+
+/*
+ * Telemetry first. ESM evaluates every static import before this module's body, so the
+ * Azure Monitor distro is started here and the rest of the app is imported after it, with
+ * dynamic imports. The broker's own spans and metrics (shared/telemetry.ts) go through the
+ * OpenTelemetry API and only need the SDK in place before the first request; automatic
+ * instrumentation of ESM-imported packages would also need the distro's loader
+ * (`--import @azure/monitor-opentelemetry/loader`), which is not configured. Key-based
+ * ingestion is disabled on the Application Insights resource, so the exporter signs in with
+ * the app's managed identity. The Functions host keeps its own request and log telemetry
+ * (host.json); the worker adds the broker's traces and metrics next to it. Without a
+ * connection string (tests, the local host) nothing is loaded and the API stays a no-op.
+ * @see https://learn.microsoft.com/azure/azure-monitor/app/opentelemetry-enable?tabs=nodejs
+ * @see https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication
+ */
+const connectionString = process.env.APPLICATIONINSIGHTS_CONNECTION_STRING;
+if (connectionString) {
+  const [{ useAzureMonitor }, { DefaultAzureCredential }] = await Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')]);
+  useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential: new DefaultAzureCredential() } });
+}
+
+const [{ app }, { createServices }, { ConfigError, loadConfig }, { ALL_METHODS, httpHandler }, { registrations }] = await Promise.all([
+  import('@azure/functions'),
+  import('../shared/composition.js'),
+  import('../shared/config.js'),
+  import('./http.js'),
+  import('./registrations.js'),
+]);
 
 /*
  * Entry point for the Azure Functions host (package.json "main"). Settings are checked

@@ -4,6 +4,7 @@ import type { ConnectService } from '../connect/connect-service.js';
 import type { MicrosoftFailure } from '../identity/microsoft-errors.js';
 import type { ConnectionRecord, StatusReason } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
+import { recordSecretDaysToExpiry } from '../telemetry.js';
 import type { AlertService } from './alert-service.js';
 
 /** Sent alerts are kept this long for the operator's view; unsent ones and open incidents stay. */
@@ -66,6 +67,7 @@ export class BrokerAlerts {
   async sweep(): Promise<Record<string, number>> {
     const apps = [];
     for await (const row of this.deps.tables.apps.scan()) apps.push(row.value);
+    recordSecretDaysToExpiry(apps, this.deps.clock.now());
     const expiry = await this.deps.alerts.checkSecretExpiry(apps);
     let incidents = 0;
     for await (const row of this.deps.tables.connections.scan(odata`status eq ${'needs_reauth'}`)) {

@@ -5,6 +5,7 @@ import { newId } from '../ids.js';
 import type { Maintenance } from '../maintenance.js';
 import type { ConnectionRecord, RunRecord } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
+import { withSpan } from '../telemetry.js';
 import type { AccessTokens } from '../tokens/access-tokens.js';
 import type { WriteBudget } from './write-budget.js';
 
@@ -42,7 +43,25 @@ export class RotationSweep {
     return connection.status === 'connected' && (connection.lastRefreshAt ?? '') < staleBefore;
   }
 
-  async run(): Promise<RunRecord> {
+  /** One run, traced with its summary: counts and codes only. */
+  run(): Promise<RunRecord> {
+    return withSpan('rotate-tokens.run', {}, async (span) => {
+      const run = await this.sweepOnce();
+      span.setAttributes({
+        'broker.run_id': run.id,
+        'broker.sweep.due': run.due,
+        'broker.sweep.refreshed': run.refreshed,
+        'broker.sweep.failed': Object.values(run.failed).reduce((sum, count) => sum + count, 0),
+        ...Object.fromEntries(Object.entries(run.failed).map(([code, count]) => [`broker.sweep.failed.${code}`, count])),
+        'broker.sweep.skipped_for_budget': run.skippedForBudget,
+        'broker.sweep.skipped_for_time': run.skippedForTime,
+        'broker.sweep.complete': run.complete,
+      });
+      return run;
+    });
+  }
+
+  private async sweepOnce(): Promise<RunRecord> {
     const { clock, tables } = this.deps;
     const started = clock.now();
     const deadline = started.getTime() + this.deps.timeBudgetSeconds * 1000;

@@ -9,6 +9,7 @@ import { secretNames, type SecretStore } from '../secrets/secret-store.js';
 import { StorageConflictError, type Versioned } from '../storage/entity-table.js';
 import type { ConnectionRecord, StatusReason } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
+import { recordRefresh } from '../telemetry.js';
 import type { DataKey } from './data-key.js';
 
 /*
@@ -203,6 +204,7 @@ export class AccessTokens {
     } catch (error) {
       return this.failed(leased, classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri }), lastSeen);
     }
+    recordRefresh('refreshed');
 
     // The new refresh token is stored before the row says so; if the write fails the old one,
     // which Microsoft does not revoke on redemption, stays in use.
@@ -255,6 +257,7 @@ export class AccessTokens {
     } catch (error) {
       return this.failed(leased, classifyMicrosoftError(error, 'client_credentials', { redirectUri: this.deps.redirectUri }), lastSeen);
     }
+    recordRefresh('refreshed');
     const token: AccessToken = { accessToken: result.accessToken, expiresOn: result.expiresOn, scopes: result.scopes, source: 'refresh' };
     await this.release(leased, { status: 'connected', statusReason: null, lastRefreshAt: this.deps.clock.now().toISOString(), retryNotBefore: null, ...(await this.sealed(connection.id, token)) });
     return this.remember(connection.id, token);
@@ -272,6 +275,7 @@ export class AccessTokens {
   }
 
   private async failed(leased: Versioned<ConnectionRecord>, failure: MicrosoftFailure, lastSeen: AccessToken | null): Promise<AccessToken> {
+    recordRefresh('failed', failure.class);
     const connection = leased.value;
     const reason = { code: failure.code, message: failure.message, fix: failure.fix };
     const now = this.deps.clock.now();

@@ -9,6 +9,7 @@ import { xoauth2 } from '../verify/xoauth2.js';
 import type { AccessToken, AccessTokens } from './access-tokens.js';
 import type { AuditEvent } from './audit-log.js';
 import { TtlCache } from '../ttl-cache.js';
+import { recordTokenRequest, withSpan } from '../telemetry.js';
 
 /** What `POST /api/token` answers (DESIGN.md, "Resource shapes"). */
 export interface TokenResponse {
@@ -78,22 +79,29 @@ export class TokenService {
     throw notFound();
   }
 
-  /** The token endpoint: rate limit, issue, and an audit line for every outcome. */
-  async issueFor(principal: TenantPrincipal, reference: string): Promise<TokenResponse> {
-    const at = () => this.deps.clock.now().toISOString();
-    this.deps.touchKey(principal.tenantId, principal.keyId);
-    try {
-      this.deps.checkRateLimit(principal.keyId);
-      const { connection, response, source } = await this.issue(principal, reference);
-      this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, at: at(), outcome: 'issued', source });
-      return response;
-    } catch (error) {
-      const code = error instanceof BrokerError ? error.code : 'INTERNAL';
-      const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
-      const connectionId = idPattern('con').test(reference) ? reference : null;
-      this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, at: at(), outcome, code });
-      throw error;
-    }
+  /** The token endpoint: rate limit, issue, and an audit line, a span and a count for every outcome. */
+  issueFor(principal: TenantPrincipal, reference: string): Promise<TokenResponse> {
+    // The reference may be a mailbox: only ids go on the span.
+    return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, async (span) => {
+      const at = () => this.deps.clock.now().toISOString();
+      this.deps.touchKey(principal.tenantId, principal.keyId);
+      try {
+        this.deps.checkRateLimit(principal.keyId);
+        const { connection, response, source } = await this.issue(principal, reference);
+        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, at: at(), outcome: 'issued', source });
+        span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
+        recordTokenRequest('issued', source);
+        return response;
+      } catch (error) {
+        const code = error instanceof BrokerError ? error.code : 'INTERNAL';
+        const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
+        const connectionId = idPattern('con').test(reference) ? reference : null;
+        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, at: at(), outcome, code });
+        span.setAttributes({ 'broker.outcome': outcome, 'broker.source': 'none', ...(connectionId ? { 'broker.connection_id': connectionId } : {}) });
+        recordTokenRequest(outcome, 'none');
+        throw error;
+      }
+    });
   }
 
   async issue(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; response: TokenResponse; source: AccessToken['source'] }> {
