@@ -1,5 +1,4 @@
 import { Buffer } from 'node:buffer';
-import { createTransport } from 'nodemailer';
 import type { Clock } from '../clock.js';
 import type { HostHint } from '../config.js';
 import type { Versioned } from '../storage/entity-table.js';
@@ -156,6 +155,8 @@ export class AlertMailer {
     const timeout = this.deps.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     // 465 is implicit TLS; anything else (587) must upgrade with STARTTLS before AUTH, so the token never travels in clear.
     const implicitTls = this.deps.smtp.port === 465;
+    // Loaded on first use, like the verifier's: most instances never send an alert.
+    const { createTransport } = await import('nodemailer');
     const transport = createTransport({
       host: this.deps.smtp.host,
       port: this.deps.smtp.port,

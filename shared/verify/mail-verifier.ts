@@ -1,6 +1,4 @@
 import { performance } from 'node:perf_hooks';
-import { ImapFlow } from 'imapflow';
-import { createTransport } from 'nodemailer';
 import type { HostHint } from '../config.js';
 import { BrokerError } from '../errors.js';
 import type { MailProtocol } from '../storage/records.js';
@@ -58,6 +56,8 @@ interface Login {
 async function smtpLogin(login: Login): Promise<void> {
   // 465 is implicit TLS; anything else (587) must upgrade with STARTTLS before AUTH, or the token would travel in clear.
   const implicitTls = login.port === 465;
+  // Loaded on first use: only verify and alerts send mail, and the libraries weigh tens of MB.
+  const { createTransport } = await import('nodemailer');
   const transporter = createTransport({
     host: login.host,
     port: login.port,
@@ -83,6 +83,7 @@ async function smtpLogin(login: Login): Promise<void> {
 
 async function imapLogin(login: Login): Promise<void> {
   const startTls = login.port === 143;
+  const { ImapFlow } = await import('imapflow');
   const client = new ImapFlow({
     host: login.host,
     port: login.port,
