@@ -37,9 +37,14 @@ export class TtlCache<K, V> {
   }
 
   private set(key: K, value: V): void {
+    const now = this.options.clock.now().getTime();
     this.entries.delete(key);
-    // Oldest first: Map keeps insertion order, so the first key is the one to drop.
-    if (this.entries.size >= this.options.maxEntries) this.entries.delete(this.entries.keys().next().value as K);
-    this.entries.set(key, { value, until: this.options.clock.now().getTime() + this.options.ttlMs });
+    // Map keeps insertion order and every entry lives equally long, so the oldest come first:
+    // expired ones are dropped as new ones arrive, and the size bound drops the oldest live one.
+    for (const [oldest, entry] of this.entries) {
+      if (entry.until > now && this.entries.size < this.options.maxEntries) break;
+      this.entries.delete(oldest);
+    }
+    this.entries.set(key, { value, until: now + this.options.ttlMs });
   }
 }
