@@ -37,6 +37,31 @@ function notFound(): BrokerError {
   return new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
 }
 
+/** A connection as it starts: pending, nothing bound, nothing cached. */
+export function newConnectionRecord(
+  fields: Pick<ConnectionRecord, 'id' | 'tenantId' | 'appId' | 'mailbox' | 'mode' | 'protocols' | 'signInName'>,
+  now: string,
+): ConnectionRecord {
+  return {
+    ...fields,
+    status: 'pending',
+    statusReason: null,
+    connectedAt: null,
+    lastRefreshAt: null,
+    boundObjectId: null,
+    boundTenantId: null,
+    customerTenantId: null,
+    refreshTokenUpdatedAt: null,
+    accessTokenCipher: null,
+    accessTokenExpiresAt: null,
+    leaseOwner: null,
+    leaseUntil: null,
+    retryNotBefore: null,
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
 export function connectionView(connection: ConnectionRecord): ConnectionView {
   return {
     id: connection.id,
@@ -71,30 +96,18 @@ export class ConnectionsService {
     }
 
     const now = clock.now().toISOString();
-    const record: ConnectionRecord = {
-      id: newId('con'),
-      tenantId: input.tenantId,
-      appId: input.appId,
-      mailbox: input.mailbox,
-      mode: input.mode,
-      protocols: input.protocols,
-      signInName: input.signInName ?? null,
-      status: 'pending',
-      statusReason: null,
-      connectedAt: null,
-      lastRefreshAt: null,
-      boundObjectId: null,
-      boundTenantId: null,
-      customerTenantId: null,
-      refreshTokenUpdatedAt: null,
-      accessTokenCipher: null,
-      accessTokenExpiresAt: null,
-      leaseOwner: null,
-      leaseUntil: null,
-      retryNotBefore: null,
-      createdAt: now,
-      updatedAt: now,
-    };
+    const record = newConnectionRecord(
+      {
+        id: newId('con'),
+        tenantId: input.tenantId,
+        appId: input.appId,
+        mailbox: input.mailbox,
+        mode: input.mode,
+        protocols: input.protocols,
+        signInName: input.signInName ?? null,
+      },
+      now,
+    );
     await this.claimMailbox(record);
     try {
       await tables.connections.insert(record);

@@ -15,6 +15,7 @@ import { EntityTable } from '../../../shared/storage/entity-table.js';
 import type { AppRecord, ConnectionRecord, TenantRecord } from '../../../shared/storage/records.js';
 import { startMailServers, type MailServers, type ReceivedMail } from '../../support/mail-servers.js';
 import { issueTestServerCertificate } from '../../support/test-ca.js';
+import { newConnectionRecord } from '../../../shared/manage/connections.js';
 
 /*
  * The alerts subsystem against real Azurite and a real local SMTP server (STARTTLS, XOAUTH2
@@ -104,29 +105,25 @@ function makeApp(expiresOn: number, overrides: Partial<AppRecord> = {}): AppReco
 
 function makeConnection(): ConnectionRecord {
   const now = new Date(START).toISOString();
+  const pending = newConnectionRecord(
+    {
+      id: `con_${randomBytes(13).toString('hex').slice(0, 26).replace(/[^a-z2-7]/g, 'b')}`,
+      tenantId: 'tnt_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+      appId: 'app_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+      mailbox: unique('mailbox'),
+      mode: 'delegated',
+      protocols: ['smtp'],
+      signInName: null,
+    },
+    now,
+  );
   return {
-    id: `con_${randomBytes(13).toString('hex').slice(0, 26).replace(/[^a-z2-7]/g, 'b')}`,
-    tenantId: 'tnt_aaaaaaaaaaaaaaaaaaaaaaaaaa',
-    appId: 'app_aaaaaaaaaaaaaaaaaaaaaaaaaa',
-    mailbox: unique('mailbox'),
-    mode: 'delegated',
-    protocols: ['smtp'],
-    signInName: null,
+    ...pending,
     status: 'needs_reauth',
     statusReason: { code: 'AADSTS70008', message: 'The refresh token has expired due to inactivity.', fix: 'Sign in again through the Re-authorize link.' },
     connectedAt: now,
     lastRefreshAt: now,
-    boundObjectId: null,
-    boundTenantId: null,
-    customerTenantId: null,
     refreshTokenUpdatedAt: now,
-    accessTokenCipher: null,
-    accessTokenExpiresAt: null,
-    leaseOwner: null,
-    leaseUntil: null,
-    retryNotBefore: null,
-    createdAt: now,
-    updatedAt: now,
   };
 }
 
