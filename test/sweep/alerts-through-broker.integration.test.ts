@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPage, signInThroughPages } from '../infra/sandbox-idp/support.js';
 import { OPERATOR_KEY } from '../support/broker.js';
-import { connectMailbox, CUSTOMER_TENANT, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
-import { sandboxTokenVerifier, startMailServers, type MailServers, type TokenVerifier } from '../support/mail-servers.js';
-import { issueTestServerCertificate } from '../support/test-ca.js';
+import { connectMailbox, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { startConnectFixtureWithMail } from '../support/mail-fixture.js';
+import type { MailServers } from '../support/mail-servers.js';
 
 /*
  * Alerts as the deployed broker sends them: raised by the token path and the sweep, sent by
@@ -18,24 +18,16 @@ const OPERATOR = 'ops@broker.example';
 
 let fixture: ConnectFixture;
 let mail: MailServers;
-let verifier: TokenVerifier | undefined;
+let close: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  mail = await startMailServers({
-    tls: await issueTestServerCertificate(['localhost', '127.0.0.1']),
-    verifyToken: (username, token, protocol) => verifier!(username, token, protocol),
-  });
-  fixture = await startConnectFixture({
-    env: { BROKER_ALERT_SENDER: SENDER, BROKER_OPERATOR_EMAIL: OPERATOR, BROKER_SMTP_HOST: `localhost:${mail.smtp.port}` },
-  });
-  verifier = sandboxTokenVerifier(fixture.idp, CUSTOMER_TENANT);
+  ({ fixture, mail, close } = await startConnectFixtureWithMail({ env: { BROKER_ALERT_SENDER: SENDER, BROKER_OPERATOR_EMAIL: OPERATOR } }));
   await connectMailbox(fixture, SENDER);
   expect((await fixture.broker.call('PATCH', `/api/manage/tenants/${fixture.tenantId}`, { body: { alertEmails: [CONTACT] } })).status).toBe(200);
 });
 
 afterAll(async () => {
-  await fixture?.close();
-  await mail?.close();
+  await close?.();
 });
 
 async function runTimer(): Promise<void> {

@@ -1,8 +1,8 @@
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectMailbox, CUSTOMER_TENANT, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
-import { sandboxTokenVerifier, SMTP_AUTH_DISABLED, startMailServers, type MailServers, type TokenVerifier } from '../support/mail-servers.js';
-import { issueTestServerCertificate } from '../support/test-ca.js';
+import { connectMailbox, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { startConnectFixtureWithMail } from '../support/mail-fixture.js';
+import { SMTP_AUTH_DISABLED, type MailServers } from '../support/mail-servers.js';
 
 /*
  * The point of the broker: a mail sender asks POST /api/token and logs in to SMTP/IMAP/POP
@@ -12,23 +12,14 @@ import { issueTestServerCertificate } from '../support/test-ca.js';
 
 let fixture: ConnectFixture;
 let mail: MailServers;
-let verifier: TokenVerifier | undefined;
+let close: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  mail = await startMailServers({
-    tls: await issueTestServerCertificate(['localhost', '127.0.0.1']),
-    // The identity provider starts with the fixture below; the servers ask it lazily.
-    verifyToken: (username, token, protocol) => verifier!(username, token, protocol),
-    smtpAuthDisabled: ['noauth@contoso.example'],
-  });
-  const hint = (server: { host: string; port: number }) => `localhost:${server.port}`;
-  fixture = await startConnectFixture({ env: { BROKER_SMTP_HOST: hint(mail.smtp), BROKER_IMAP_HOST: hint(mail.imap), BROKER_POP_HOST: hint(mail.pop) } });
-  verifier = sandboxTokenVerifier(fixture.idp, CUSTOMER_TENANT);
+  ({ fixture, mail, close } = await startConnectFixtureWithMail({ servers: { smtpAuthDisabled: ['noauth@contoso.example'] } }));
 });
 
 afterAll(async () => {
-  await fixture?.close();
-  await mail?.close();
+  await close?.();
 });
 
 async function token(connection: string): Promise<{ access_token: string; username: string; smtp: { host: string; port: number } }> {

@@ -1,10 +1,9 @@
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
 import { isRestError } from '@azure/keyvault-secrets';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BrokerError } from '../../../shared/errors.js';
 import { KeyVaultSecretStore, type KeyVaultSecretStoreOptions } from '../../../shared/secrets/key-vault-store.js';
 import { startKeyVaultFake, type KeyVaultFake } from '../../support/key-vault-fake.js';
-import { defineSecretStoreContract } from './secret-store.contract.js';
+import { defineSecretStoreContract, storeError } from './secret-store.contract.js';
 
 /* The real SecretClient, over HTTPS trusted through NODE_EXTRA_CA_CERTS, against the fake. */
 
@@ -21,16 +20,6 @@ class RecordingCredential implements TokenCredential {
     this.calls.push({ scopes: [scopes].flat(), tenantId: options?.tenantId });
     return { token: 'recorded-token', expiresOnTimestamp: Date.now() + 3_600_000 };
   }
-}
-
-async function storeError(promise: Promise<unknown>): Promise<BrokerError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(BrokerError);
-  expect((error as BrokerError).code).toBe('SECRET_STORE_UNAVAILABLE');
-  return error as BrokerError;
 }
 
 describe('KeyVaultSecretStore', () => {

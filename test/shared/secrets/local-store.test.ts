@@ -5,14 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../shared/config.js';
-import { BrokerError } from '../../../shared/errors.js';
 import {
   createLocalSecretStore,
   LOCAL_KEY_FILE,
   LOCAL_SECRETS_FILE,
   LocalEncryptedSecretStore,
 } from '../../../shared/secrets/local-store.js';
-import { defineSecretStoreContract } from './secret-store.contract.js';
+import { defineSecretStoreContract, storeError } from './secret-store.contract.js';
 
 const dirs: string[] = [];
 async function tempDir(): Promise<string> {
@@ -25,16 +24,6 @@ afterAll(async () => {
 });
 
 const local = (dataDir: string, key: Buffer | null = null) => createLocalSecretStore({ dataDir, key, runningInAzure: false });
-
-async function storeError(promise: Promise<unknown>): Promise<BrokerError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(BrokerError);
-  expect((error as BrokerError).code).toBe('SECRET_STORE_UNAVAILABLE');
-  return error as BrokerError;
-}
 
 defineSecretStoreContract('local encrypted file', async () => ({ store: local(await tempDir()) }));
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BrokerError } from '../../../shared/errors.js';
 import { MAX_SECRET_VALUE_BYTES, type SecretStore } from '../../../shared/secrets/secret-store.js';
 
 export interface ContractSubject {
@@ -126,4 +127,15 @@ export function defineSecretStoreContract(label: string, open: () => Promise<Con
       await expect(store().ping()).resolves.toBeUndefined();
     });
   });
+}
+
+/** The error a store call failed with, checked to be the store's own typed one. */
+export async function storeError(promise: Promise<unknown>): Promise<BrokerError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(BrokerError);
+  expect((error as BrokerError).code).toBe('SECRET_STORE_UNAVAILABLE');
+  return error as BrokerError;
 }
