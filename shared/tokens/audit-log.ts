@@ -5,14 +5,22 @@ import { randomToken } from '../ids.js';
 import type { EntityCodec } from '../storage/entity-table.js';
 
 /*
- * The audit trail of the token endpoint: one row per token issued or refused, never the
- * token itself. Writing a row per request on the hot path would add a storage round trip
- * to every token call, so `record` only queues; a timer writes the queue in Table
- * transactions (one round trip per ≤ 100 rows of a partition).
+ * The audit trail of the token endpoint: who got (or was refused) a token for which
+ * connection, never the token itself. Writing a row per request on the hot path would add
+ * a storage round trip to every token call, so `record` only counts in memory and a timer
+ * writes in Table transactions (one round trip per ≤ 100 rows of a partition).
+ *
+ * Events are aggregated: one row per tenant × key × connection × outcome × source × code
+ * and UTC minute, with a `count` and the first and last time. A sender fetching a token for
+ * every message makes thousands of identical events a minute; one row each would cost a
+ * Table write per token, and the trail would say nothing more. Each flush upserts the rows
+ * whose count grew with their running total (Replace), so a retried write after a lost
+ * answer cannot count twice, and a crash loses at most the last flush interval.
  *
  * Partition key `${tenantId}-${YYYYMMDD}` (UTC): one tenant's busy day is one partition,
  * tenants never share one, and retention deletes whole old partitions found by key range,
- * without reading recent rows. Row key: reverse ticks, so a partition lists newest first.
+ * without reading recent rows. Row key: reverse ticks of the minute, so a partition lists
+ * newest first, then this instance's tag and a counter (instances never share a row).
  *
  * @see https://learn.microsoft.com/azure/storage/tables/table-storage-design-patterns#log-tail-pattern
  * @see https://www.rfc-editor.org/rfc/rfc9700#section-4.8 (detecting misuse needs an audit trail)
@@ -31,12 +39,17 @@ export const auditSources = ['memory', 'shared', 'refresh'] as const;
 export type AuditSource = (typeof auditSources)[number];
 
 export const auditEventRecord = z.object({
-  /** The row key: reverse ticks + instance tag + counter; sorts newest first, never collides. */
+  /** The row key: reverse ticks of the minute + instance tag + counter; sorts newest first, never collides. */
   id: z.string(),
   tenantId: z.string(),
   keyId: z.string(),
   connectionId: z.string().nullable().default(null),
+  /** The first event of the row. */
   at: z.string(),
+  /** The last event of the row (same UTC minute as `at`). */
+  lastAt: z.string().nullable().default(null),
+  /** How many events the row stands for. */
+  count: z.number().int().positive().default(1),
   outcome: z.enum(auditOutcomes),
   /** The error code when not issued. */
   code: z.string().nullable().default(null),
@@ -75,12 +88,14 @@ export interface AuditLogOptions {
   flushIntervalMs?: number;
   /** Rows per transaction, at most 100. */
   maxBatch?: number;
-  /** Events kept in memory; beyond it the oldest are dropped. */
+  /** Rows (aggregates) kept in memory; beyond it the oldest are dropped. */
   maxQueue?: number;
   onError: (message: string, error: unknown) => void;
 }
 
+/** Counted in events, not rows. */
 export interface AuditStats {
+  /** Recorded but not yet written. */
   queued: number;
   /** Events lost to a full queue (or recorded after `close`). */
   dropped: number;
@@ -90,6 +105,7 @@ export interface AuditStats {
   failedFlushes: number;
 }
 
+/** Counted in events, not rows. */
 export interface FlushResult {
   written: number;
   /** Kept for the next flush because the write failed. */
@@ -101,6 +117,7 @@ const TRANSACTIONS_IN_PARALLEL = 4;
 const MAX_CODE_LENGTH = 200;
 /** Greater than any epoch milliseconds a `Date` can hold, so reverse ticks stay positive and 16 digits wide. */
 const MAX_TICKS = 8_640_000_000_000_001;
+const MINUTE_MS = 60_000;
 
 function dayOf(iso: string): string {
   return `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}`;
@@ -110,39 +127,17 @@ function statusOf(error: unknown): number | undefined {
   return error instanceof RestError ? error.statusCode : undefined;
 }
 
-/** A FIFO with O(1) push and drop-oldest; the array is compacted once half of it is consumed. */
-class EventQueue {
-  private items: AuditEventRecord[] = [];
-  private head = 0;
+/** One row being counted: `row.count` grows as events arrive; `written` is what storage holds. */
+interface Aggregate {
+  row: AuditEventRecord;
+  minute: number;
+  written: number;
+}
 
-  get size(): number {
-    return this.items.length - this.head;
-  }
-
-  push(item: AuditEventRecord): void {
-    this.items.push(item);
-  }
-
-  dropOldest(): void {
-    this.head += 1;
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-  }
-
-  drain(): AuditEventRecord[] {
-    const all = this.items.slice(this.head);
-    this.items = [];
-    this.head = 0;
-    return all;
-  }
-
-  /** Puts events that failed to write back in front of those recorded meanwhile (they are older). */
-  requeue(older: AuditEventRecord[]): void {
-    this.items = older.concat(this.items.slice(this.head));
-    this.head = 0;
-  }
+/** A write in flight: the row as it was sent, so a later event cannot change what is counted as written. */
+interface Pending {
+  aggregate: Aggregate;
+  row: AuditEventRecord;
 }
 
 export class AuditLog {
@@ -151,11 +146,13 @@ export class AuditLog {
   private readonly maxBatch: number;
   private readonly maxQueue: number;
   private readonly onError: (message: string, error: unknown) => void;
-  private readonly queue = new EventQueue();
+  /** Insertion-ordered, so the first entries are the oldest rows. */
+  private readonly aggregates = new Map<string, Aggregate>();
   private readonly timer: NodeJS.Timeout;
-  /** Distinguishes this instance's row keys from another's within the same millisecond. */
+  /** Distinguishes this instance's row keys from another's within the same minute. */
   private readonly instanceTag = randomToken(5);
   private counter = 0;
+  private unwritten = 0;
   private tail: Promise<unknown> = Promise.resolve();
   private flushing = false;
   private closed = false;
@@ -169,13 +166,13 @@ export class AuditLog {
     this.maxQueue = Math.max(1, options.maxQueue ?? 10_000);
     this.onError = options.onError;
     this.timer = setInterval(() => {
-      if (!this.flushing && this.queue.size > 0) void this.flush();
+      if (!this.flushing && this.unwritten > 0) void this.flush();
     }, options.flushIntervalMs ?? 1000);
     // An idle instance must be free to exit or be frozen; `close()` writes what is left.
     this.timer.unref();
   }
 
-  /** Queues one event; synchronous, O(1), never throws and never waits for storage. */
+  /** Counts one event; synchronous, O(1), never throws and never waits for storage. */
   record(event: AuditEvent): void {
     if (this.closed) {
       this.counts.dropped += 1;
@@ -183,39 +180,79 @@ export class AuditLog {
     }
     const given = event.at === undefined ? Number.NaN : Date.parse(event.at);
     const time = Number.isNaN(given) ? this.clock.now().getTime() : given;
-    this.counter = (this.counter + 1) % 2_176_782_336; // 36^6: six base-36 digits
-    this.queue.push({
-      id: `${String(MAX_TICKS - time).padStart(16, '0')}_${this.instanceTag}${this.counter.toString(36).padStart(6, '0')}`,
-      tenantId: event.tenantId,
-      keyId: event.keyId,
-      connectionId: event.connectionId ?? null,
-      at: new Date(time).toISOString(),
-      outcome: event.outcome,
-      code: event.code === undefined ? null : event.code.slice(0, MAX_CODE_LENGTH),
-      source: event.source ?? null,
-    });
-    if (this.queue.size > this.maxQueue) {
-      this.queue.dropOldest();
-      this.counts.dropped += 1;
+    const at = new Date(time).toISOString();
+    const minute = time - (((time % MINUTE_MS) + MINUTE_MS) % MINUTE_MS);
+    const connectionId = event.connectionId ?? null;
+    const code = event.code === undefined ? null : event.code.slice(0, MAX_CODE_LENGTH);
+    const source = event.source ?? null;
+    // JSON keeps the parts apart whatever characters the ids hold.
+    const key = JSON.stringify([minute, event.tenantId, event.keyId, connectionId, event.outcome, code, source]);
+    this.unwritten += 1;
+    const existing = this.aggregates.get(key);
+    if (existing) {
+      existing.row.count += 1;
+      if (at < existing.row.at) existing.row.at = at;
+      if (at > (existing.row.lastAt ?? '')) existing.row.lastAt = at;
+      return;
     }
+    this.counter = (this.counter + 1) % 2_176_782_336; // 36^6: six base-36 digits
+    this.aggregates.set(key, {
+      minute,
+      written: 0,
+      row: {
+        id: `${String(MAX_TICKS - minute).padStart(16, '0')}_${this.instanceTag}${this.counter.toString(36).padStart(6, '0')}`,
+        tenantId: event.tenantId,
+        keyId: event.keyId,
+        connectionId,
+        at,
+        lastAt: at,
+        count: 1,
+        outcome: event.outcome,
+        code,
+        source,
+      },
+    });
+    if (this.aggregates.size > this.maxQueue) this.dropOldest();
   }
 
   stats(): AuditStats {
-    return { queued: this.queue.size, ...this.counts };
+    return { queued: this.unwritten, ...this.counts };
   }
 
-  /** Writes everything queued so far (after any flush already running). Never rejects. */
+  /** Writes everything counted so far (after any flush already running). Never rejects. */
   flush(): Promise<FlushResult> {
     const run = this.tail.then(() => this.flushOnce());
     this.tail = run.catch(() => undefined);
     return run;
   }
 
-  /** Stops the timer and writes what is queued; events recorded afterwards are counted as dropped. */
+  /** Stops the timer and writes what is counted; events recorded afterwards are counted as dropped. */
   async close(): Promise<FlushResult> {
     this.closed = true;
     clearInterval(this.timer);
     return this.flush();
+  }
+
+  /** Over the bound: forget a row storage already holds in full if there is one, else the oldest. */
+  private dropOldest(): void {
+    for (const [key, aggregate] of this.aggregates) {
+      if (aggregate.written === aggregate.row.count) {
+        this.aggregates.delete(key);
+        return;
+      }
+    }
+    const [key, oldest] = this.aggregates.entries().next().value!;
+    this.aggregates.delete(key);
+    this.lose(oldest, 'dropped');
+  }
+
+  private lose(aggregate: Aggregate, as: 'dropped' | 'rejected'): number {
+    const lost = aggregate.row.count - aggregate.written;
+    this.unwritten -= lost;
+    this.counts[as] += lost;
+    // Later events of the same minute start a new row instead of reviving this one.
+    aggregate.written = aggregate.row.count;
+    return lost;
   }
 
   private report(message: string, error: unknown): void {
@@ -234,33 +271,53 @@ export class AuditLog {
     return this.ready;
   }
 
+  /** Rows whose count grew since they were last written, as they are now; forgets rows of past minutes storage holds in full. */
+  private takePending(): Pending[] {
+    // A minute ago, not now: an event stamped by a slightly slower clock may still arrive.
+    const settledBefore = this.clock.now().getTime() - MINUTE_MS;
+    const pending: Pending[] = [];
+    for (const [key, aggregate] of this.aggregates) {
+      if (aggregate.written < aggregate.row.count) pending.push({ aggregate, row: { ...aggregate.row } });
+      else if (aggregate.minute < settledBefore) this.aggregates.delete(key);
+    }
+    return pending;
+  }
+
   private async flushOnce(): Promise<FlushResult> {
-    const events = this.queue.drain();
+    const pending = this.takePending();
     const result: FlushResult = { written: 0, requeued: 0, rejected: 0 };
-    if (events.length === 0) return result;
+    if (pending.length === 0) return result;
     this.flushing = true;
     try {
-      const chunks = this.chunk(events);
-      const failed: AuditEventRecord[] = [];
-      let lastError: unknown;
       try {
         await this.ensureTable();
       } catch (error) {
-        this.retryLater(events, result, error);
+        this.retryLater(pending, result, error);
         return result;
       }
+      const chunks = this.chunk(pending);
+      const failed: Pending[] = [];
+      let lastError: unknown;
       let next = 0;
       const worker = async () => {
         while (next < chunks.length) {
           const chunk = chunks[next++]!;
           try {
-            await this.table.submitTransaction(chunk.map(toUpsert));
-            result.written += chunk.length;
+            await this.table.submitTransaction(chunk.map(({ row }) => toUpsert(row)));
+            for (const { aggregate, row } of chunk) {
+              // A row dropped meanwhile was already counted as lost.
+              const newlyWritten = Math.max(0, row.count - aggregate.written);
+              aggregate.written = Math.max(aggregate.written, row.count);
+              this.unwritten -= newlyWritten;
+              result.written += newlyWritten;
+            }
           } catch (error) {
             const status = statusOf(error);
             if (status === 400 || status === 413) {
-              result.rejected += chunk.length;
-              this.report(`Table Storage refused ${chunk.length} audit events; they are dropped`, error);
+              let lost = 0;
+              for (const { aggregate } of chunk) lost += this.lose(aggregate, 'rejected');
+              result.rejected += lost;
+              this.report(`Table Storage refused ${lost} audit events; they are dropped`, error);
             } else {
               if (status === 404) this.ready = undefined;
               failed.push(...chunk);
@@ -271,7 +328,6 @@ export class AuditLog {
       };
       await Promise.all(Array.from({ length: Math.min(TRANSACTIONS_IN_PARALLEL, chunks.length) }, worker));
       this.counts.written += result.written;
-      this.counts.rejected += result.rejected;
       if (failed.length > 0) this.retryLater(failed, result, lastError);
       return result;
     } finally {
@@ -279,27 +335,24 @@ export class AuditLog {
     }
   }
 
-  private retryLater(events: AuditEventRecord[], result: FlushResult, error: unknown): void {
+  /** The rows stay counted in memory; the next flush writes their totals. */
+  private retryLater(failed: Pending[], result: FlushResult, error: unknown): void {
     this.counts.failedFlushes += 1;
-    this.queue.requeue(events);
-    // The failed events are the oldest, so they are the first to go when the queue is full.
-    const overflow = Math.max(0, this.queue.size - this.maxQueue);
-    for (let i = 0; i < overflow; i += 1) this.queue.dropOldest();
-    this.counts.dropped += overflow;
-    result.requeued = Math.max(0, events.length - overflow);
-    this.report(`Writing ${events.length} audit events failed; they are kept for the next flush`, error);
+    const events = failed.reduce((sum, { aggregate }) => sum + aggregate.row.count - aggregate.written, 0);
+    result.requeued = events;
+    this.report(`Writing ${events} audit events failed; they are kept for the next flush`, error);
   }
 
   /** Groups by partition (a transaction may span only one) and cuts into ≤ maxBatch rows. */
-  private chunk(events: AuditEventRecord[]): AuditEventRecord[][] {
-    const byPartition = new Map<string, AuditEventRecord[]>();
-    for (const event of events) {
-      const key = auditEventCodec.partitionKey(event);
+  private chunk(pending: Pending[]): Pending[][] {
+    const byPartition = new Map<string, Pending[]>();
+    for (const item of pending) {
+      const key = auditEventCodec.partitionKey(item.row);
       const group = byPartition.get(key);
-      if (group) group.push(event);
-      else byPartition.set(key, [event]);
+      if (group) group.push(item);
+      else byPartition.set(key, [item]);
     }
-    const chunks: AuditEventRecord[][] = [];
+    const chunks: Pending[][] = [];
     for (const group of byPartition.values()) {
       for (let i = 0; i < group.length; i += this.maxBatch) chunks.push(group.slice(i, i + this.maxBatch));
     }

@@ -127,27 +127,78 @@ describe('AuditLog', () => {
       const key = [...keys][0]!;
       perPartition.set(key, (perPartition.get(key) ?? 0) + 1);
     }
+    // tnt_a: 135 issued rows (one per connection) + 3 refused rows (one per key) = 138 rows.
     expect(Object.fromEntries(perPartition)).toEqual({ 'tnt_a-20250301': 2, 'tnt_b-20250301': 1, 'tnt_c-20250301': 1 });
 
     const stored = await rows(table.client);
-    expect(stored).toHaveLength(250);
-    const fields = ['id', 'tenantId', 'keyId', 'connectionId', 'at', 'outcome', 'code', 'source'];
+    expect(stored).toHaveLength(135 + 3 + 54 + 3 + 36 + 3);
+    const fields = ['id', 'tenantId', 'keyId', 'connectionId', 'at', 'lastAt', 'count', 'outcome', 'code', 'source'];
     const allowed = new Set(['partitionKey', 'rowKey', 'etag', 'timestamp', 'odata.etag', 'odata.metadata', ...fields]);
     for (const row of stored) {
       for (const key of Object.keys(row)) expect(allowed).toContain(key);
       expect(JSON.stringify(row)).not.toMatch(/eyJ0eXAi|dXNlcj1|M\.R3_BAY/);
     }
-    expect(new Set(stored.map((row) => row.rowKey)).size).toBe(250);
+    expect(new Set(stored.map((row) => row.rowKey)).size).toBe(stored.length);
 
     const decoded = await records(table.client);
-    expect(decoded.filter((row) => row.tenantId === 'tnt_a')).toHaveLength(150);
-    expect(decoded.find((row) => row.outcome === 'refused')).toMatchObject({
+    expect(decoded.reduce((sum, row) => sum + row.count, 0)).toBe(250);
+    expect(decoded.filter((row) => row.tenantId === 'tnt_a').reduce((sum, row) => sum + row.count, 0)).toBe(150);
+    // i = 0, 30, 60, 90, 120 of tnt_a: refused with key_0.
+    expect(decoded.find((row) => row.tenantId === 'tnt_a' && row.outcome === 'refused' && row.keyId === 'key_0')).toMatchObject({
       code: 'RATE_LIMITED',
       connectionId: null,
       source: null,
+      count: 5,
       at: '2025-03-01T12:00:00.000Z',
     });
-    expect(decoded.find((row) => row.outcome === 'issued')).toMatchObject({ code: null, source: 'memory' });
+    expect(decoded.find((row) => row.outcome === 'issued')).toMatchObject({ code: null, source: 'memory', count: 1 });
+  });
+
+  it('counts identical events of a minute in one row and writes its running total', async () => {
+    const table = new RecordingTable(newTable());
+    const clock = fakeClock('2025-03-01T12:00:05.000Z');
+    const { log } = auditLog({ table, clock });
+    for (let i = 0; i < 1_000; i += 1) log.record(event({ at: `2025-03-01T12:00:${String(5 + (i % 50)).padStart(2, '0')}.000Z` }));
+    log.record(event({ source: 'refresh' }));
+    log.record(event({ outcome: 'refused', code: 'RATE_LIMITED', source: undefined }));
+    log.record(event({ outcome: 'refused', code: 'CONNECTION_NOT_FOUND', source: undefined }));
+    expect(await log.flush()).toEqual({ written: 1_003, requeued: 0, rejected: 0 });
+    const first = await records(table.client);
+    expect(first.map((row) => [row.outcome, row.source, row.code, row.count]).sort()).toEqual([
+      ['issued', 'memory', null, 1_000],
+      ['issued', 'refresh', null, 1],
+      ['refused', null, 'CONNECTION_NOT_FOUND', 1],
+      ['refused', null, 'RATE_LIMITED', 1],
+    ]);
+    expect(first.find((row) => row.count === 1_000)).toMatchObject({ at: '2025-03-01T12:00:05.000Z', lastAt: '2025-03-01T12:00:54.000Z' });
+
+    // More of the same minute: the same row, now with the total; a new minute: a new row, listed first.
+    for (let i = 0; i < 500; i += 1) log.record(event());
+    clock.set('2025-03-01T12:01:00.000Z');
+    log.record(event());
+    expect(await log.flush()).toEqual({ written: 501, requeued: 0, rejected: 0 });
+    const memoryRows = (await records(table.client)).filter((row) => row.source === 'memory');
+    expect(memoryRows.map((row) => [row.at, row.count])).toEqual([
+      ['2025-03-01T12:01:00.000Z', 1],
+      ['2025-03-01T12:00:05.000Z', 1_500],
+    ]);
+    expect(log.stats()).toMatchObject({ queued: 0, written: 1_504 });
+  });
+
+  it('never counts twice when a write succeeded but its answer was lost', async () => {
+    const table = new RecordingTable(newTable());
+    const { log } = auditLog({ table });
+    for (let i = 0; i < 10; i += 1) log.record(event());
+    const submit = table.submitTransaction;
+    table.submitTransaction = async (actions, options) => {
+      await submit(actions, options);
+      throw new RestError('socket hang up', { code: 'ECONNRESET' });
+    };
+    expect(await log.flush()).toEqual({ written: 0, requeued: 10, rejected: 0 });
+    table.submitTransaction = submit;
+    log.record(event());
+    expect(await log.flush()).toEqual({ written: 11, requeued: 0, rejected: 0 });
+    expect((await records(table.client)).map((row) => row.count)).toEqual([11]);
   });
 
   it('lists a partition newest first and spreads days into partitions', async () => {
@@ -176,6 +227,10 @@ describe('AuditLog', () => {
     const kept = (await records(table)).map((row) => row.keyId).sort();
     expect(kept).toEqual(['key_3', 'key_4', 'key_5', 'key_6', 'key_7']);
     expect(log.stats()).toMatchObject({ queued: 0, dropped: 3, written: 5 });
+
+    // Rows storage holds in full make room first: nothing more is lost.
+    for (let i = 8; i < 13; i += 1) log.record(event({ keyId: `key_${i}` }));
+    expect(log.stats()).toMatchObject({ queued: 5, dropped: 3 });
   });
 
   it('keeps the events of a failed flush and writes them on a later one', async () => {
@@ -252,7 +307,8 @@ describe('purgeAuditEvents', () => {
     for (const tenantId of ['tnt_a', 'tnt_ab', 'tnt_z']) {
       for (const day of days) {
         const count = tenantId === 'tnt_z' && day === '2024-12-01' ? 230 : 2;
-        for (let i = 0; i < count; i += 1) log.record(event({ tenantId, at: `${day}T${String(i % 24).padStart(2, '0')}:00:00.000Z` }));
+        // Distinct keys: identical events of a minute would share one row.
+        for (let i = 0; i < count; i += 1) log.record(event({ tenantId, keyId: `key_${i}`, at: `${day}T${String(i % 24).padStart(2, '0')}:00:00.000Z` }));
       }
     }
     await log.flush();
