@@ -1,5 +1,6 @@
+import { jsonTextResponse } from '../shared/http/problem.js';
 import { tokenRequestInput } from '../shared/tokens/inputs.js';
-import { ok, readJson, type HttpRegistration } from './http.js';
+import { readJson, type HttpRegistration } from './http.js';
 
 export const token: HttpRegistration[] = [
   {
@@ -11,7 +12,7 @@ export const token: HttpRegistration[] = [
         // The key first: an unauthenticated caller learns nothing, not even about its body.
         const principal = await services.tenants.authenticate(request.headers.get('authorization'));
         const input = await readJson(request, tokenRequestInput);
-        return ok(await services.tokens.issueFor(principal, input.connection));
+        return jsonTextResponse(200, await services.tokens.issueFor(principal, input.connection));
       },
     },
   },

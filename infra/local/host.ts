@@ -39,15 +39,26 @@ function decodeParts(path: string): string[] | null {
   }
 }
 
-async function readBody(request: IncomingMessage): Promise<Uint8Array | 'too-large'> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request) {
-    size += (chunk as Buffer).length;
-    if (size > HARD_BODY_LIMIT) return 'too-large';
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+function readBody(request: IncomingMessage): Promise<Uint8Array | 'too-large'> {
+  // Events rather than an async iterator: this runs for every request.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > HARD_BODY_LIMIT) {
+        request.off('data', onData);
+        request.off('end', onEnd);
+        resolve('too-large');
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    request.on('data', onData);
+    request.once('end', onEnd);
+    request.once('error', reject);
+  });
 }
 
 function headersOf(request: IncomingMessage): Record<string, string> {
@@ -58,14 +69,23 @@ function headersOf(request: IncomingMessage): Record<string, string> {
   return headers;
 }
 
+/** The handlers' own answers carry a plain record; anything else goes through `Headers`, as the worker would. */
+function headerEntries(headers: HttpResponseInit['headers']): Iterable<[string, string]> {
+  if (headers === undefined || headers === null) return [];
+  if (headers instanceof Headers || Array.isArray(headers) || Object.getPrototypeOf(headers) !== Object.prototype) {
+    return new Headers(headers as ConstructorParameters<typeof Headers>[0]);
+  }
+  return Object.entries(headers as Record<string, string>);
+}
+
 async function send(response: ServerResponse, init: HttpResponseInit | PlainResponse): Promise<void> {
-  const headers = new Headers(init.headers as ConstructorParameters<typeof Headers>[0]);
   let body: string | Uint8Array = '';
   if (typeof init.body === 'string') body = init.body;
   else if (init.body instanceof Uint8Array) body = init.body;
   else if (init.body !== undefined && init.body !== null) body = new Uint8Array(await new Response(init.body as ConstructorParameters<typeof Response>[0]).arrayBuffer());
   response.statusCode = init.status ?? 200;
-  headers.forEach((value, name) => response.setHeader(name, value));
+  for (const [name, value] of headerEntries(init.headers)) response.setHeader(name, value);
+  // With the whole body given to `end`, Node sends Content-Length and one write.
   response.end(body);
 }
 

@@ -53,5 +53,10 @@ export function problemResponse(error: unknown, instance: string | undefined, lo
 }
 
 export function jsonResponse(status: number, value: unknown): PlainResponse {
-  return { status, headers: { ...API_HEADERS, 'content-type': 'application/json' }, body: JSON.stringify(value) };
+  return jsonTextResponse(status, JSON.stringify(value));
+}
+
+/** For a body already rendered as JSON text. */
+export function jsonTextResponse(status: number, json: string): PlainResponse {
+  return { status, headers: { ...API_HEADERS, 'content-type': 'application/json' }, body: json };
 }

@@ -41,6 +41,22 @@ function notFound(): BrokerError {
   return new BrokerError('CONNECTION_NOT_FOUND', 'This key\'s tenant has no such connection.');
 }
 
+/** Rendered answers kept per instance: the hot connections, not all of them (each is a few KB). */
+const RENDERED_ANSWERS = 1_000;
+
+/**
+ * One connection's answer as JSON text around `expires_in`, the only field that moves while
+ * the token stays the same: a cached token is answered without serialising a few KB of JSON
+ * and base64-encoding the XOAUTH2 string again on every request.
+ */
+interface RenderedAnswer {
+  accessToken: string;
+  mailbox: string;
+  protocols: string;
+  head: string;
+  tail: string;
+}
+
 /** How stale the token path's view of a connection (status, protocols) may be. */
 export const CONNECTION_CACHE_TTL_MS = 5_000;
 
@@ -61,6 +77,7 @@ export class TokenService {
   }
 
   private readonly connections: TtlCache<string, ConnectionRecord>;
+  private readonly rendered = new Map<string, RenderedAnswer>();
 
   private async lookup(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
     const { tables } = this.deps;
@@ -79,15 +96,21 @@ export class TokenService {
     throw notFound();
   }
 
-  /** The token endpoint: rate limit, issue, and an audit line, a span and a count for every outcome. */
-  issueFor(principal: TenantPrincipal, reference: string): Promise<TokenResponse> {
+  /**
+   * The token endpoint: rate limit, issue, and an audit line, a span and a count for every
+   * outcome. Answers the `TokenResponse` as JSON text.
+   */
+  issueFor(principal: TenantPrincipal, reference: string): Promise<string> {
     // The reference may be a mailbox: only ids go on the span.
     return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, async (span) => {
       const at = () => this.deps.clock.now().toISOString();
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
-        const { connection, response, source } = await this.issue(principal, reference);
+        const connection = await this.resolve(principal, reference);
+        const token = await this.deps.accessTokens.get(connection);
+        const { source } = token;
+        const response = this.render(connection, token);
         this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, at: at(), outcome: 'issued', source });
         span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
         recordTokenRequest('issued', source);
@@ -104,16 +127,14 @@ export class TokenService {
     });
   }
 
-  async issue(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; response: TokenResponse; source: AccessToken['source'] }> {
-    const connection = await this.resolve(principal, reference);
-    const token = await this.deps.accessTokens.get(connection);
-    const now = this.deps.clock.now();
+  /** The answer for one connection and token, as an object (what `issueFor` renders). */
+  answer(connection: ConnectionRecord, token: AccessToken): TokenResponse {
     const { smtp, imap, pop } = this.deps.hosts;
-    const response: TokenResponse = {
+    return {
       access_token: token.accessToken,
       token_type: 'Bearer',
       expires_at: token.expiresOn.toISOString(),
-      expires_in: Math.max(0, Math.floor((token.expiresOn.getTime() - now.getTime()) / 1000)),
+      expires_in: this.expiresIn(token),
       scope: token.scopes.join(' '),
       username: connection.mailbox,
       xoauth2: xoauth2(connection.mailbox, token.accessToken),
@@ -121,6 +142,30 @@ export class TokenService {
       ...(connection.protocols.includes('imap') ? { imap: { ...imap, security: 'tls' as const } } : {}),
       ...(connection.protocols.includes('pop') ? { pop: { ...pop, security: 'tls' as const } } : {}),
     };
-    return { connection, response, source: token.source };
+  }
+
+  private expiresIn(token: AccessToken): number {
+    return Math.max(0, Math.floor((token.expiresOn.getTime() - this.deps.clock.now().getTime()) / 1000));
+  }
+
+  /** `answer` as JSON text, rendered once per connection and token. */
+  render(connection: ConnectionRecord, token: AccessToken): string {
+    const protocols = connection.protocols.join(' ');
+    let rendered = this.rendered.get(connection.id);
+    if (!rendered || rendered.accessToken !== token.accessToken || rendered.mailbox !== connection.mailbox || rendered.protocols !== protocols) {
+      const { access_token, token_type, expires_at, expires_in: _moving, ...rest } = this.answer(connection, token);
+      rendered = {
+        accessToken: token.accessToken,
+        mailbox: connection.mailbox,
+        protocols,
+        // Both halves are non-empty objects: drop the closing and the opening brace.
+        head: `${JSON.stringify({ access_token, token_type, expires_at }).slice(0, -1)},"expires_in":`,
+        tail: `,${JSON.stringify(rest).slice(1)}`,
+      };
+      this.rendered.delete(connection.id);
+      this.rendered.set(connection.id, rendered);
+      if (this.rendered.size > RENDERED_ANSWERS) this.rendered.delete(this.rendered.keys().next().value!);
+    }
+    return `${rendered.head}${this.expiresIn(token)}${rendered.tail}`;
   }
 }

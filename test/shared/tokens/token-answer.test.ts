@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import { newConnectionRecord } from '../../../shared/manage/connections.js';
+import type { StorageTables } from '../../../shared/storage/tables.js';
+import type { AccessToken, AccessTokens } from '../../../shared/tokens/access-tokens.js';
+import { TokenService } from '../../../shared/tokens/token-service.js';
+
+/* The token answer is rendered once per connection and token; what callers read must not change. */
+
+let now = Date.parse('2026-03-01T12:00:00.000Z');
+const clock = { now: () => new Date(now) };
+
+const service = new TokenService({
+  // Rendering never reads storage or issues tokens.
+  tables: {} as StorageTables,
+  accessTokens: {} as AccessTokens,
+  clock,
+  hosts: {
+    smtp: { host: 'smtp.office365.com', port: 587 },
+    imap: { host: 'outlook.office365.com', port: 993 },
+    pop: { host: 'outlook.office365.com', port: 995 },
+  },
+  checkRateLimit: () => undefined,
+  audit: () => undefined,
+  touchKey: () => undefined,
+});
+
+function connection(overrides: { mailbox?: string; protocols?: ('smtp' | 'imap' | 'pop')[] } = {}) {
+  return newConnectionRecord(
+    {
+      id: 'con_answer1',
+      tenantId: 'tnt_a',
+      appId: 'app_a',
+      mailbox: overrides.mailbox ?? 'sender@contoso.example',
+      mode: 'delegated',
+      protocols: overrides.protocols ?? ['smtp'],
+      signInName: null,
+    },
+    new Date(now).toISOString(),
+  );
+}
+
+function token(accessToken: string, minutes = 60): AccessToken {
+  return { accessToken, expiresOn: new Date(now + minutes * 60_000), scopes: ['https://outlook.office.com/SMTP.Send'], source: 'memory' };
+}
+
+describe('TokenService.render', () => {
+  it('renders exactly the answer object, for every set of protocols and awkward mailbox names', () => {
+    for (const protocols of [[], ['smtp'], ['smtp', 'imap', 'pop'], ['pop']] as const) {
+      for (const mailbox of ['sender@contoso.example', 'Zoë "Q" O\'Brien\\x@contoso.example']) {
+        const record = connection({ mailbox, protocols: [...protocols] });
+        const issued = token(`eyJ.${protocols.length}.${mailbox.length}`);
+        expect(JSON.parse(service.render(record, issued))).toEqual(service.answer(record, issued));
+      }
+    }
+  });
+
+  it('moves expires_in with the clock and renders anew when the token, mailbox or protocols change', () => {
+    const record = connection();
+    const first = token('eyJ.first');
+    expect(JSON.parse(service.render(record, first))).toMatchObject({ access_token: 'eyJ.first', expires_in: 3600 });
+    now += 61_000;
+    expect(JSON.parse(service.render(record, first))).toMatchObject({ access_token: 'eyJ.first', expires_in: 3539 });
+
+    const second = token('eyJ.second', 90);
+    const renewed = JSON.parse(service.render(record, second)) as Record<string, unknown>;
+    expect(renewed).toMatchObject({ access_token: 'eyJ.second', expires_in: 5400, expires_at: second.expiresOn.toISOString() });
+    expect(Buffer.from(String(renewed.xoauth2), 'base64').toString()).toBe('user=sender@contoso.example\x01auth=Bearer eyJ.second\x01\x01');
+
+    const moved = connection({ mailbox: 'renamed@contoso.example', protocols: ['imap'] });
+    const answer = JSON.parse(service.render(moved, second)) as Record<string, unknown>;
+    expect(answer).toMatchObject({ username: 'renamed@contoso.example', imap: { host: 'outlook.office365.com', port: 993, security: 'tls' } });
+    expect(answer).not.toHaveProperty('smtp');
+  });
+
+  it('refuses a token with control characters rather than render it', () => {
+    expect(() => service.render(connection(), token('eyJ\x01auth=Bearer forged'))).toThrow(/control characters/);
+  });
+});
