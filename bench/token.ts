@@ -13,10 +13,11 @@ import { postToken, progress, startStack } from './support/stack.js';
  * side by side, in the same run, a bare node:http server answering the same JSON body.
  * Targets (issue 7): ≥ 0.5 of the bare server's requests/s, p99 within 2× of the bare p99.
  *
+ * A third target, the floor (floor-host.ts), is the local host answering the same body from
+ * an empty handler: the price of the Functions programming model's per-request objects.
+ *
  * Flags: --duration 10 --warmup 3 --connections 64 --rounds 2
- *        --profile  (broker and Azurite under --cpu-prof; slower, so its numbers are not the result)
- *        --what-if  (a third target: the same host with the token path's two Table reads
- *                    remembered for 30 s, see what-if-host.ts; sizes the recommended change)
+ *        --profile  (broker, floor and Azurite under --cpu-prof; slower, so its numbers are not the result)
  */
 
 interface Measured {
@@ -38,7 +39,6 @@ runMain(async () => {
   const warmup = numberFlag(flags, 'warmup', 3);
   const connections = numberFlag(flags, 'connections', 64);
   const profile = flags.has('profile');
-  const whatIf = flags.has('what-if');
   const rounds = numberFlag(flags, 'rounds', profile ? 1 : 2);
   const info = machine();
 
@@ -71,26 +71,19 @@ runMain(async () => {
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     body: JSON.stringify({ connection: connectionId }),
   };
-  let whatIfHost: ReturnType<typeof spawnNode> | undefined;
+  const floor = spawnNode([join(root, 'dist', 'bench', 'bench', 'floor-host.js')], {
+    env: { ...process.env, BENCH_BODY: cached.body },
+    execArgv: profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+  });
+  onCleanup(() => floor.stop());
+  const floorUrl = (await floor.waitForOutput(/listening on (http:\/\/127\.0\.0\.1:\d+)/))[1]!;
+
   const brokerUrl = `${broker.baseUrl.replace('localhost', '127.0.0.1')}/api/token`;
   const targets = [
     { name: 'bare node:http', url: `${bareUrl}/api/token`, pid: bare.pid },
+    { name: 'floor: local host, empty handler', url: `${floorUrl}/api/token`, pid: floor.pid },
     { name: 'broker /api/token', url: brokerUrl, pid: broker.pid },
   ];
-  if (whatIf) {
-    const host = spawnNode([join(root, 'dist', 'bench', 'bench', 'what-if-host.js')], {
-      env: stack.brokerEnv(),
-      execArgv: profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
-    });
-    onCleanup(() => host.stop());
-    const base = (await host.waitForOutput(/listening on (http:\/\/localhost:\d+)\/api/))[1]!;
-    for (let attempt = 0; attempt < 2; attempt += 1) {
-      const answer = await postToken(base, key, connectionId);
-      if (answer.status !== 200) throw new Error(`the what-if host answered ${answer.status}: ${answer.body}`);
-    }
-    targets.push({ name: 'what-if: lookups cached', url: `${base.replace('localhost', '127.0.0.1')}/api/token`, pid: host.pid });
-    whatIfHost = host;
-  }
   const pids: Record<string, number | undefined> = { 'load generator + fakes': process.pid, target: undefined, azurite: stack.azuritePid };
 
   const measured: Measured[] = [];
@@ -124,7 +117,7 @@ runMain(async () => {
   let profiles: Record<string, ProfileSummary> = {};
   if (profile) {
     await broker.stop();
-    await whatIfHost?.stop();
+    await floor.stop();
     await stack.close();
     const files = readdirSync(profileDir).filter((file) => file.endsWith('.cpuprofile'));
     const find = (pid: number | undefined) => files.find((file) => pid !== undefined && file.includes(`.${pid}.`));
@@ -132,10 +125,7 @@ runMain(async () => {
       ['broker', broker.pid, windows.get(broker.pid)?.[0]],
       ['azurite (during the broker run)', stack.azuritePid, windows.get(broker.pid)?.[0]],
     ];
-    if (whatIfHost) {
-      profiled.push(['what-if host', whatIfHost.pid, windows.get(whatIfHost.pid)?.[0]]);
-      profiled.push(['azurite (during the what-if run)', stack.azuritePid, windows.get(whatIfHost.pid)?.[0]]);
-    }
+    profiled.push(['floor host', floor.pid, windows.get(floor.pid)?.[0]]);
     for (const [name, pid, window] of profiled) {
       const file = find(pid);
       if (file) profiles[name] = summarizeCpuProfile(join(profileDir, file), window);
@@ -145,7 +135,7 @@ runMain(async () => {
   printMachine(`bench:token — cached token path vs bare node:http${profile ? ' (PROFILED: not the result)' : ''}`, info);
   console.log(`Body: ${Buffer.byteLength(cached.body)} bytes of JSON from both servers; ${connections} connections, ${warmup} s warm-up, ${duration} s measured, targets in their own processes, autocannon in this one.\n`);
   printTable(
-    ['round', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max ms', '2xx', 'non-2xx', 'errors', 'CPU s target', 'CPU s Azurite', 'CPU s autocannon+fakes'],
+    ['round', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max ms', '2xx', 'non-2xx', 'errors', 'CPU s target', 'CPU µs per request', 'CPU s Azurite', 'CPU s autocannon+fakes'],
     measured.map((row) => [
       row.round,
       row.target,
@@ -157,6 +147,7 @@ runMain(async () => {
       row.non2xx,
       row.errors,
       row.cpu.target,
+      Math.round(((row.cpu.target ?? 0) * 1e6) / Math.max(1, row.ok + row.non2xx)),
       row.cpu.azurite,
       row.cpu['load generator + fakes'],
     ]),
@@ -164,13 +155,14 @@ runMain(async () => {
   const ratios: Cell[][] = [];
   for (let round = 1; round <= rounds; round += 1) {
     const bareRow = measured.find((row) => row.round === round && row.target === targets[0]!.name)!;
+    const floorRow = measured.find((row) => row.round === round && row.target === targets[1]!.name)!;
     for (const row of measured.filter((candidate) => candidate.round === round && candidate !== bareRow)) {
       const throughput = row.requestsPerSecond / bareRow.requestsPerSecond;
       const p99 = row.p99 / bareRow.p99;
-      ratios.push([round, row.target, throughput, throughput >= 0.5 ? 'met' : 'NOT met', p99, p99 <= 2 ? 'met' : 'NOT met']);
+      ratios.push([round, row.target, throughput, throughput >= 0.5 ? 'met' : 'NOT met', p99, p99 <= 2 ? 'met' : 'NOT met', row.requestsPerSecond / floorRow.requestsPerSecond]);
     }
   }
-  printTable(['round', 'target', 'req/s ÷ bare', 'target ≥ 0.5', 'p99 ÷ bare p99', 'target ≤ 2'], ratios);
+  printTable(['round', 'target', 'req/s ÷ bare', 'target ≥ 0.5', 'p99 ÷ bare p99', 'target ≤ 2', 'req/s ÷ floor'], ratios);
 
   for (const [name, summary] of Object.entries(profiles)) {
     const span = summary.windowed ? 'the measured load against the broker' : 'the whole process life';
