@@ -39,7 +39,10 @@ export async function startAzuriteTables(options: AzuriteOptions = {}): Promise<
   } else {
     args.push('--inMemoryPersistence');
   }
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const watchdog = new URL('./azurite-watchdog.js', import.meta.url).href;
+  const child = spawn(process.execPath, ['--import', watchdog, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  // The channel tells the child this process is alive; it must not keep this process running.
+  child.channel?.unref();
   await waitForStart(child, port);
   return {
     port,

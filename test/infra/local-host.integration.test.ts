@@ -70,6 +70,38 @@ describe('npm start', () => {
     expect(await second.exited).toBe(0);
   });
 
+  it('leaves no Azurite behind and keeps what was written when it is killed outright', async () => {
+    const killedDir = mkdtempSync(join(tmpdir(), 'broker-start-killed-'));
+    try {
+      const port = await freePort();
+      const env = { PORT: String(port), BROKER_LOCAL_DATA_DIR: killedDir, BROKER_SANDBOX: 'false' };
+      const first = start(env);
+      await waitFor(first, 'Press Ctrl-C to stop.');
+      const azuritePort = Number(/Azurite on 127\.0\.0\.1:(\d+)/.exec(first.output())?.[1]);
+      const auth = { authorization: `Bearer ${readFileSync(join(killedDir, 'operator-key'), 'utf8').trim()}` };
+      const created = await fetch(`http://localhost:${port}/api/manage/tenants`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Killed' }),
+      });
+      const tenant = (await created.json()) as { id: string };
+
+      // No SIGINT handler runs: only Azurite's own watch on its parent can stop it.
+      first.child.kill('SIGKILL');
+      await first.exited;
+      await expect.poll(() => portOpen(azuritePort), { timeout: 15_000, interval: 200 }).toBe(false);
+
+      const second = start(env);
+      await waitFor(second, 'Press Ctrl-C to stop.');
+      const again = await fetch(`http://localhost:${port}/api/manage/tenants/${tenant.id}`, { headers: auth });
+      expect(await again.json()).toMatchObject({ id: tenant.id, name: 'Killed' });
+      second.child.kill('SIGINT');
+      expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(killedDir, { recursive: true, force: true });
+    }
+  });
+
   it('stops with one line naming a malformed setting, before creating anything', async () => {
     const untouched = join(dataDir, 'never-created');
     const started = start({ PORT: String(await freePort()), BROKER_LOCAL_DATA_DIR: untouched, BROKER_PUBLIC_URL: 'ftp://broker.example.com' });
