@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { freePort } from './free-port.js';
@@ -39,7 +39,10 @@ export async function startAzuriteTables(options: AzuriteOptions = {}): Promise<
   } else {
     args.push('--inMemoryPersistence');
   }
-  const watchdog = new URL('./azurite-watchdog.js', import.meta.url).href;
+  // Built, the watchdog sits beside this file as .js; run from source (vitest), only the .ts
+  // exists, which Node 22 loads by stripping its types.
+  const built = new URL('./azurite-watchdog.js', import.meta.url);
+  const watchdog = (existsSync(built) ? built : new URL('./azurite-watchdog.ts', import.meta.url)).href;
   const child = spawn(process.execPath, ['--import', watchdog, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   // The channel tells the child this process is alive; it must not keep this process running.
   child.channel?.unref();
