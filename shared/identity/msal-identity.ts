@@ -1,15 +1,35 @@
-import { ConfidentialClientApplication, CryptoProvider, LogLevel, ServerError, type AuthenticationResult, type Configuration } from '@azure/msal-node';
+import type { AuthenticationResult, ConfidentialClientApplication, Configuration } from '@azure/msal-node';
 import { z } from 'zod';
-import { TimeLimitedNetworkClient } from './network-client.js';
+import { AuthorityMetadataCache } from './authority-metadata.js';
+import type { TimeLimitedNetworkClient } from './network-client.js';
 import type { MailProtocol } from '../storage/records.js';
 
 /*
  * The broker's only use of MSAL. Every operation builds a fresh ConfidentialClientApplication
  * with an empty in-memory cache, so one cache never holds two mailboxes' tokens and the
- * refresh token read back is certainly this connection's.
+ * refresh token read back is certainly this connection's. What those short-lived clients
+ * would each discover again (the authority's OpenID configuration) is kept across them.
+ *
+ * msal-node is loaded on first use: a process that only serves cached tokens never needs it.
  *
  * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
  */
+
+type Msal = typeof import('@azure/msal-node');
+
+let msalModule: Promise<{ msal: Msal; network: typeof import('./network-client.js') }> | undefined;
+
+/** msal-node and the network client built on it, imported once; a failed import is retried next time. */
+function loadMsal(): Promise<{ msal: Msal; network: typeof import('./network-client.js') }> {
+  msalModule ??= Promise.all([import('@azure/msal-node'), import('./network-client.js')]).then(
+    ([msal, network]) => ({ msal, network }),
+    (error: unknown) => {
+      msalModule = undefined;
+      throw error;
+    },
+  );
+  return msalModule;
+}
 
 export interface AppCredentials {
   clientId: string;
@@ -62,14 +82,13 @@ export function delegatedScopes(protocols: readonly MailProtocol[], mailResource
 }
 
 export async function newPkcePair(): Promise<{ verifier: string; challenge: string }> {
-  return new CryptoProvider().generatePkceCodes();
+  const { msal } = await loadMsal();
+  return new msal.CryptoProvider().generatePkceCodes();
 }
 
 const serializedCache = z.object({
   RefreshToken: z.record(z.string(), z.object({ secret: z.string() })).default({}),
 });
-
-const openIdConfiguration = z.object({ authorization_endpoint: z.url() });
 
 const idClaims = z.object({
   preferred_username: z.string().optional(),
@@ -87,19 +106,38 @@ export class MissingRefreshTokenError extends Error {
   }
 }
 
+export interface MsalIdentityOptions {
+  authorityHost: string;
+  networkTimeoutMs?: number;
+  log?: (message: string) => void;
+  /** How long an authority's OpenID configuration is reused (default 24 h). */
+  metadataTtlMs?: number;
+  now?: () => number;
+}
+
 export class MsalIdentityClient implements IdentityClient {
   private readonly knownAuthority: string;
+  private readonly timeoutMs: number;
+  private network: TimeLimitedNetworkClient | undefined;
+  private readonly metadata: AuthorityMetadataCache;
 
-  private readonly network: TimeLimitedNetworkClient;
-
-  constructor(private readonly options: { authorityHost: string; networkTimeoutMs?: number; log?: (message: string) => void }) {
+  constructor(private readonly options: MsalIdentityOptions) {
     // Naming the host as known stops MSAL from asking login.microsoftonline.com for instance
     // discovery, which sovereign clouds and local identity providers need.
     this.knownAuthority = new URL(options.authorityHost).host;
-    this.network = new TimeLimitedNetworkClient(options.networkTimeoutMs ?? 15_000);
+    this.timeoutMs = options.networkTimeoutMs ?? 15_000;
+    this.metadata = new AuthorityMetadataCache({
+      authorityHost: options.authorityHost,
+      timeoutMs: this.timeoutMs,
+      ...(options.metadataTtlMs === undefined ? {} : { ttlMs: options.metadataTtlMs }),
+      ...(options.now ? { now: options.now } : {}),
+      ...(options.log ? { log: options.log } : {}),
+    });
   }
 
-  private client(app: AppCredentials): ConfidentialClientApplication {
+  private async client(app: AppCredentials): Promise<{ msal: Msal; client: ConfidentialClientApplication }> {
+    const [{ msal, network }, document] = await Promise.all([loadMsal(), this.metadata.get(app.tenant)]);
+    this.network ??= new network.TimeLimitedNetworkClient(this.timeoutMs);
     const log = this.options.log;
     const configuration: Configuration = {
       auth: {
@@ -107,23 +145,27 @@ export class MsalIdentityClient implements IdentityClient {
         clientSecret: app.clientSecret,
         authority: `${this.options.authorityHost}/${app.tenant}`,
         knownAuthorities: [this.knownAuthority],
+        // Without it each new client GETs the document again. Cloud discovery needs no
+        // document: the authority's host is in knownAuthorities, which MSAL trusts as it is.
+        ...(document ? { authorityMetadata: document.json } : {}),
       },
       system: {
         networkClient: this.network,
         loggerOptions: {
           piiLoggingEnabled: false,
-          logLevel: LogLevel.Warning,
+          logLevel: msal.LogLevel.Warning,
           loggerCallback: (_level, message, containsPii) => {
             if (!containsPii) log?.(message);
           },
         },
       },
     };
-    return new ConfidentialClientApplication(configuration);
+    return { msal, client: new msal.ConfidentialClientApplication(configuration) };
   }
 
-  authorizeUrl(input: Parameters<IdentityClient['authorizeUrl']>[0]): Promise<string> {
-    return this.client(input.app).getAuthCodeUrl({
+  async authorizeUrl(input: Parameters<IdentityClient['authorizeUrl']>[0]): Promise<string> {
+    const { client } = await this.client(input.app);
+    return client.getAuthCodeUrl({
       scopes: input.scopes,
       redirectUri: input.redirectUri,
       state: input.state,
@@ -135,27 +177,28 @@ export class MsalIdentityClient implements IdentityClient {
   }
 
   async redeemCode(input: Parameters<IdentityClient['redeemCode']>[0]): Promise<DelegatedTokens> {
-    const client = this.client(input.app);
+    const { msal, client } = await this.client(input.app);
     const result = await client.acquireTokenByCode({
       code: input.code,
       codeVerifier: input.codeVerifier,
       redirectUri: input.redirectUri,
       scopes: input.scopes,
     });
-    return this.tokens(client, result);
+    return this.tokens(msal, client, result);
   }
 
   async refresh(input: Parameters<IdentityClient['refresh']>[0]): Promise<DelegatedTokens> {
-    const client = this.client(input.app);
+    const { msal, client } = await this.client(input.app);
     const result = await client.acquireTokenByRefreshToken({ refreshToken: input.refreshToken, scopes: input.scopes, forceCache: true });
     if (!result) throw new MissingRefreshTokenError();
-    return this.tokens(client, result);
+    return this.tokens(msal, client, result);
   }
 
   async clientCredentials(input: Parameters<IdentityClient['clientCredentials']>[0]): Promise<AppOnlyToken> {
-    const result = await this.client({ ...input.app, tenant: input.tenant }).acquireTokenByClientCredential({ scopes: [input.scope], skipCache: true });
+    const { msal, client } = await this.client({ ...input.app, tenant: input.tenant });
+    const result = await client.acquireTokenByClientCredential({ scopes: [input.scope], skipCache: true });
     if (!result?.accessToken) {
-      throw new ServerError('temporarily_unavailable', result?.correlationId ?? '', 'Microsoft answered without an access token.');
+      throw new msal.ServerError('temporarily_unavailable', result?.correlationId ?? '', 'Microsoft answered without an access token.');
     }
     return { accessToken: result.accessToken, expiresOn: result.expiresOn ?? new Date(0), scopes: result.scopes };
   }
@@ -168,8 +211,12 @@ export class MsalIdentityClient implements IdentityClient {
    * @see https://learn.microsoft.com/entra/identity-platform/v2-admin-consent
    */
   async adminConsentUrl(input: Parameters<IdentityClient['adminConsentUrl']>[0]): Promise<string> {
-    const origin = await this.browserOrigin(input.app.tenant);
-    const url = new URL(`${origin}/${encodeURIComponent(input.app.tenant)}/v2.0/adminconsent`);
+    const document = await this.metadata.get(input.app.tenant);
+    if (!document) {
+      const { msal } = await loadMsal();
+      throw new msal.ServerError('temporarily_unavailable', '', "The authority's metadata could not be read; try again shortly.");
+    }
+    const url = new URL(`${document.authorizationOrigin}/${encodeURIComponent(input.app.tenant)}/v2.0/adminconsent`);
     url.searchParams.set('client_id', input.app.clientId);
     url.searchParams.set('redirect_uri', input.redirectUri);
     url.searchParams.set('state', input.state);
@@ -177,28 +224,11 @@ export class MsalIdentityClient implements IdentityClient {
     return url.toString();
   }
 
-  private readonly origins = new Map<string, Promise<string>>();
-
-  private browserOrigin(tenant: string): Promise<string> {
-    let origin = this.origins.get(tenant);
-    if (!origin) {
-      origin = (async () => {
-        const response = await fetch(`${this.options.authorityHost}/${encodeURIComponent(tenant)}/v2.0/.well-known/openid-configuration`);
-        if (!response.ok) throw new ServerError('temporarily_unavailable', '', `The authority's metadata answered ${response.status}.`);
-        const metadata = openIdConfiguration.parse(await response.json());
-        return new URL(metadata.authorization_endpoint).origin;
-      })();
-      origin.catch(() => this.origins.delete(tenant));
-      this.origins.set(tenant, origin);
-    }
-    return origin;
-  }
-
   /** The refresh token never appears in an AuthenticationResult; it is in the (private, per-call) cache. */
-  private tokens(client: ConfidentialClientApplication, result: AuthenticationResult): DelegatedTokens {
+  private tokens(msal: Msal, client: ConfidentialClientApplication, result: AuthenticationResult): DelegatedTokens {
     // msal resolves with an empty token when a 429/5xx body carries no `error` member.
     if (!result.accessToken) {
-      throw new ServerError('temporarily_unavailable', result.correlationId, 'Microsoft answered without an access token.');
+      throw new msal.ServerError('temporarily_unavailable', result.correlationId, 'Microsoft answered without an access token.');
     }
     const cache = serializedCache.parse(JSON.parse(client.getTokenCache().serialize()));
     const refreshToken = Object.values(cache.RefreshToken)[0]?.secret;
