@@ -152,4 +152,60 @@ export class AppsService {
     if (!secret) throw new BrokerError('INTERNAL', `The client secret of app ${app.id} is missing from the secret store.`);
     return secret.value;
   }
+
+  /** The app and its client secret, as stored now. */
+  async credentials(id: string): Promise<AppWithSecret> {
+    const app = await this.get(id);
+    return { app, clientSecret: await this.clientSecret(app) };
+  }
+}
+
+export interface AppWithSecret {
+  app: AppRecord;
+  clientSecret: string;
+}
+
+/** Where a refresh gets its app's credentials from. */
+export interface AppCredentialSource {
+  get(appId: string): Promise<AppWithSecret>;
+  /**
+   * Called when Microsoft refused the credentials `used`: the ones stored now if they differ
+   * (the secret was rotated meanwhile), else `null`.
+   */
+  newerThan(used: AppWithSecret): Promise<AppWithSecret | null>;
+}
+
+/**
+ * The app and its client secret remembered for one sweep, so 10,000 refreshes of one app's
+ * mailboxes cost one Table read and one Key Vault read instead of 10,000 of each. A run lasts
+ * minutes at most (BROKER_SWEEP_TIME_BUDGET_S), and a secret rotated meanwhile is picked up as
+ * soon as Microsoft refuses the remembered one, so nothing waits for the next run. Failed
+ * loads are not remembered.
+ */
+export class RememberedAppCredentials implements AppCredentialSource {
+  private readonly known = new Map<string, Promise<AppWithSecret>>();
+
+  constructor(private readonly apps: Pick<AppsService, 'credentials'>) {}
+
+  get(appId: string): Promise<AppWithSecret> {
+    let found = this.known.get(appId);
+    if (!found) {
+      found = this.apps.credentials(appId);
+      this.known.set(appId, found);
+      found.catch(() => {
+        if (this.known.get(appId) === found) this.known.delete(appId);
+      });
+    }
+    return found;
+  }
+
+  async newerThan(used: AppWithSecret): Promise<AppWithSecret | null> {
+    const appId = used.app.id;
+    const remembered = this.known.get(appId);
+    // Another refresh of this run may have reloaded it already; else reload once for all of them.
+    if (remembered && (await remembered.catch(() => null)) === used && this.known.get(appId) === remembered) this.known.delete(appId);
+    const current = await this.get(appId);
+    const changed = current.app.clientSecretVersion !== used.app.clientSecretVersion || current.clientSecret !== used.clientSecret;
+    return changed ? current : null;
+  }
 }

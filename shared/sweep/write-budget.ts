@@ -2,13 +2,23 @@ import type { Clock } from '../clock.js';
 
 /**
  * Key Vault allows about 300 secret writes per 10 s per vault (every setSecret is one); the
- * sweep keeps under a configurable share of that. A sliding window of the last 10 s of
- * writes: `reserve` waits for room, or says no when waiting would overrun the deadline.
+ * sweep keeps under a configurable share of that, counted the way the vault counts: by when a
+ * write arrives.
+ *
+ * A write holds its slot from the moment it is allowed until it has finished, and only then
+ * starts its 10 seconds in the window. Its arrival at the vault lies between those two
+ * moments, so whenever a write is allowed, every earlier write that could arrive in the same
+ * 10 seconds is still counted: no 10-second span of arrivals ever holds more than the budget,
+ * however long a write takes to get there. (Stamping a slot when it is taken, as an earlier
+ * version did, let a slow write and a fast later one land in one window: 308 writes against a
+ * budget of 300 in bench:sweep.)
  *
  * @see https://learn.microsoft.com/azure/key-vault/general/service-limits
  */
 export class WriteBudget {
-  private readonly window: number[] = [];
+  /** When each finished write finished, oldest first (finishing times only ever grow). */
+  private readonly finished: number[] = [];
+  private inFlight = 0;
 
   constructor(
     private readonly options: { writesPer10s: number; clock: Clock; sleep: (ms: number) => Promise<void>; windowMs?: number },
@@ -18,32 +28,55 @@ export class WriteBudget {
     return this.options.windowMs ?? 10_000;
   }
 
-  /** Takes one write slot, waiting if the window is full; `false` when that would pass `deadline`. */
-  async reserve(deadline: number): Promise<boolean> {
+  get writesPer10s(): number {
+    return this.options.writesPer10s;
+  }
+
+  private drop(now: number): void {
+    while (this.finished.length > 0 && this.finished[0]! <= now - this.windowMs) this.finished.shift();
+  }
+
+  /** When the next slot frees up at the earliest: a finished write leaving the window, or, with all in flight, one finishing now. */
+  private nextFree(now: number): number {
+    return this.finished.length > 0 ? this.finished[0]! + this.windowMs : now + this.windowMs;
+  }
+
+  /**
+   * Runs `write` in a slot, waiting for one if the window is full. `false`, without running
+   * it, when the wait would pass `deadline`. The slot counts even when the write fails: the
+   * request may have reached the vault.
+   */
+  async spend(deadline: number, write: () => Promise<void>): Promise<boolean> {
     for (;;) {
       const now = this.options.clock.now().getTime();
-      while (this.window.length > 0 && this.window[0]! <= now - this.windowMs) this.window.shift();
-      if (this.window.length < this.options.writesPer10s) {
-        this.window.push(now);
-        return true;
-      }
-      const freeAt = this.window[0]! + this.windowMs;
+      this.drop(now);
+      if (this.inFlight + this.finished.length < this.options.writesPer10s) break;
+      const freeAt = this.nextFree(now);
       if (freeAt > deadline) return false;
-      await this.options.sleep(freeAt - now);
+      await this.options.sleep(Math.max(1, freeAt - now));
     }
+    this.inFlight += 1;
+    try {
+      await write();
+    } finally {
+      this.inFlight -= 1;
+      this.finished.push(this.options.clock.now().getTime());
+    }
+    return true;
   }
 
   /** Whether a slot will be free by `deadline`, without taking it: the sweep asks before it starts a refresh. */
-  canReserveBy(deadline: number): boolean {
+  canSpendBy(deadline: number): boolean {
     const now = this.options.clock.now().getTime();
-    const live = this.window.filter((at) => at > now - this.windowMs);
-    if (live.length < this.options.writesPer10s) return true;
-    return live[0]! + this.windowMs <= deadline;
+    this.drop(now);
+    if (this.inFlight + this.finished.length < this.options.writesPer10s) return true;
+    return this.nextFree(now) <= deadline;
   }
 
-  /** The most writes reserved in any window so far is what the tests check against the limit. */
+  /** Writes in flight plus those that finished within the last 10 s. */
   inWindow(): number {
     const now = this.options.clock.now().getTime();
-    return this.window.filter((at) => at > now - this.windowMs).length;
+    this.drop(now);
+    return this.inFlight + this.finished.length;
   }
 }

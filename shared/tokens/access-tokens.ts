@@ -4,7 +4,7 @@ import type { Clock } from '../clock.js';
 import { BrokerError } from '../errors.js';
 import { delegatedScopes, type AppOnlyToken, type DelegatedTokens, type IdentityClient } from '../identity/msal-identity.js';
 import { classifyMicrosoftError, type MicrosoftFailure } from '../identity/microsoft-errors.js';
-import type { AppsService } from '../manage/apps.js';
+import { RememberedAppCredentials, type AppCredentialSource, type AppsService, type AppWithSecret } from '../manage/apps.js';
 import { secretNames, type SecretStore } from '../secrets/secret-store.js';
 import { StorageConflictError, type Versioned } from '../storage/entity-table.js';
 import type { ConnectionRecord, StatusReason } from '../storage/records.js';
@@ -56,6 +56,17 @@ export interface AccessTokenDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
+/** What the sweep hands a keep-alive refresh besides the connection. */
+export interface KeepAliveOptions {
+  /**
+   * Runs the Key Vault write of the rotated refresh token when the write budget allows;
+   * `false` when it did not run (the previous token stays in use).
+   */
+  writeGate?: (write: () => Promise<void>) => Promise<boolean>;
+  /** The app's credentials as the caller remembers them (for one run); by default read per refresh. */
+  credentials?: AppCredentialSource;
+}
+
 const sealedToken = z.object({ accessToken: z.string(), expiresOn: z.string(), scopes: z.array(z.string()) });
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -65,6 +76,11 @@ export class AccessTokens {
   private readonly flights = new Map<string, Promise<AccessToken>>();
   /** Identifies this instance as a lease owner. */
   private readonly instance = randomUUID();
+  /** Token requests read the app and its secret on every refresh, so a rotation applies at once. */
+  private readonly appCredentials: AppCredentialSource = {
+    get: (appId) => this.deps.apps.credentials(appId),
+    newerThan: async () => null,
+  };
 
   constructor(private readonly deps: AccessTokenDeps) {}
 
@@ -81,22 +97,36 @@ export class AccessTokens {
     assertServable(connection);
     const cached = this.memory.get(connection.id);
     if (this.fresh(cached)) return { ...cached, source: 'memory' };
-    return this.fly(connection.id, cached, null);
+    return this.fly(connection.id, cached, null, null, {});
   }
 
   /**
    * The sweep's keep-alive: redeem the refresh token unless someone did since `before`.
    * It shares the flight and the lease with token requests, so the two never refresh the
-   * same connection twice.
+   * same connection twice. `row` is the connection's row as the sweep just listed it: the
+   * lease is taken with its ETag, so an unchanged row is not read again (a changed one fails
+   * the ETag and is read).
    */
-  async refreshUnlessSince(connection: ConnectionRecord, before: Date, options: { reserveWrite?: () => Promise<boolean> } = {}): Promise<AccessToken> {
-    return this.fly(connection.id, this.memory.get(connection.id), before.toISOString(), options.reserveWrite ?? null);
+  async refreshUnlessSince(row: Versioned<ConnectionRecord>, before: Date, options: KeepAliveOptions = {}): Promise<AccessToken> {
+    const id = row.value.id;
+    return this.fly(id, this.memory.get(id), before.toISOString(), row, options);
   }
 
-  private fly(connectionId: string, cached: AccessToken | undefined, refreshedBefore: string | null, reserveWrite: (() => Promise<boolean>) | null = null): Promise<AccessToken> {
+  /** App credentials remembered for one sweep run; see RememberedAppCredentials. */
+  appCredentialsForRun(): AppCredentialSource {
+    return new RememberedAppCredentials(this.deps.apps);
+  }
+
+  private fly(
+    connectionId: string,
+    cached: AccessToken | undefined,
+    refreshedBefore: string | null,
+    listed: Versioned<ConnectionRecord> | null,
+    options: KeepAliveOptions,
+  ): Promise<AccessToken> {
     let flight = this.flights.get(connectionId);
     if (!flight) {
-      flight = this.acquire(connectionId, cached, refreshedBefore, reserveWrite).finally(() => this.flights.delete(connectionId));
+      flight = this.acquire(connectionId, cached, refreshedBefore, listed, options).finally(() => this.flights.delete(connectionId));
       this.flights.set(connectionId, flight);
     }
     return flight;
@@ -131,14 +161,18 @@ export class AccessTokens {
     connectionId: string,
     stale: AccessToken | undefined,
     refreshedBefore: string | null,
-    reserveWrite: (() => Promise<boolean>) | null,
+    listed: Versioned<ConnectionRecord> | null,
+    options: KeepAliveOptions,
   ): Promise<AccessToken> {
     const { clock, tables } = this.deps;
     const deadline = clock.now().getTime() + (this.deps.leaseWaitMs ?? 20_000);
     const sleep = this.deps.sleep ?? defaultSleep;
     let lastSeen: AccessToken | null = stale ?? null;
+    let given = listed;
     for (;;) {
-      const row = await tables.connections.get(connectionId, '');
+      const fromList = given !== null;
+      const row = given ?? (await tables.connections.get(connectionId, ''));
+      given = null;
       if (!row) throw new BrokerError('CONNECTION_NOT_FOUND', 'No connection with this id exists.');
       // The caller's copy of the connection may be a few seconds old; the row decides.
       assertServable(row.value);
@@ -151,7 +185,9 @@ export class AccessTokens {
       const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
       if (!heldByOther) {
         const leased = await this.takeLease(row, now);
-        if (leased) return this.refreshHolding(leased, lastSeen, reserveWrite);
+        if (leased) return this.refreshHolding(leased, lastSeen, options);
+        // The listed row changed since it was listed: read it now rather than wait a poll.
+        if (fromList) continue;
       }
       if (now.getTime() > deadline) {
         if (this.usable(lastSeen)) return this.remember(connectionId, lastSeen);
@@ -176,7 +212,7 @@ export class AccessTokens {
   }
 
   /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
-  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, reserveWrite: (() => Promise<boolean>) | null = null): Promise<AccessToken> {
+  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, options: KeepAliveOptions): Promise<AccessToken> {
     const connection = leased.value;
     const now = this.deps.clock.now();
     if (connection.retryNotBefore && connection.retryNotBefore > now.toISOString()) {
@@ -193,15 +229,32 @@ export class AccessTokens {
       void this.deps.events?.needsReauth({ ...connection, status: 'needs_reauth', statusReason: reason }, reason);
       throw needsReauth(connection.id, reason.message, reason.fix);
     }
-    const app = await this.deps.apps.get(connection.appId);
-    let tokens: DelegatedTokens;
-    try {
-      tokens = await this.deps.identity.refresh({
-        app: { clientId: app.clientId, tenant: app.tenant, clientSecret: await this.deps.apps.clientSecret(app) },
-        scopes: delegatedScopes(connection.protocols, this.deps.mailResource),
+    const source = options.credentials ?? this.appCredentials;
+    const scopes = delegatedScopes(connection.protocols, this.deps.mailResource);
+    const redeem = (credentials: AppWithSecret) =>
+      this.deps.identity.refresh({
+        app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
+        scopes,
         refreshToken: stored.value,
       });
+    let tokens: DelegatedTokens;
+    try {
+      const credentials = await source.get(connection.appId);
+      try {
+        tokens = await redeem(credentials);
+      } catch (error) {
+        // Remembered credentials may predate a secret rotation: a refused secret is retried
+        // once with the stored one if it is newer. The refresh token was not redeemed.
+        const failure = classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri });
+        const newer = failure.class === 'app_credential' && source !== this.appCredentials ? await source.newerThan(credentials) : null;
+        if (!newer) throw error;
+        tokens = await redeem(newer);
+      }
     } catch (error) {
+      if (error instanceof BrokerError) {
+        await this.release(leased, {});
+        throw error;
+      }
       return this.failed(leased, classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri }), lastSeen);
     }
     recordRefresh('refreshed');
@@ -212,18 +265,20 @@ export class AccessTokens {
     const writeDue = !refreshTokenUpdatedAt || now.getTime() - new Date(refreshTokenUpdatedAt).getTime() >= REFRESH_TOKEN_WRITE_INTERVAL_MS;
     // The sweep's Key Vault write budget is taken here, at the write itself, so that no
     // 10-second window ever holds more writes than the budget allows.
-    const mayWrite = writeDue && tokens.refreshToken !== stored.value && (reserveWrite === null || (await reserveWrite()));
-    if (writeDue && !mayWrite && reserveWrite !== null) this.deps.log(`the write budget is used up: ${connection.id} keeps its previous refresh token for now`);
-    if (mayWrite) {
-      try {
-        await this.deps.secrets.set(secretNames.connectionRefreshToken(connection.id), tokens.refreshToken, {
-          contentType: 'refresh-token',
-          tags: { connectionId: connection.id },
-        });
-        refreshTokenUpdatedAt = now.toISOString();
-      } catch (error) {
-        this.deps.log('storing the rotated refresh token failed; the previous one stays in use', error);
-      }
+    if (writeDue && tokens.refreshToken !== stored.value) {
+      const write = async () => {
+        try {
+          await this.deps.secrets.set(secretNames.connectionRefreshToken(connection.id), tokens.refreshToken, {
+            contentType: 'refresh-token',
+            tags: { connectionId: connection.id },
+          });
+          refreshTokenUpdatedAt = now.toISOString();
+        } catch (error) {
+          this.deps.log('storing the rotated refresh token failed; the previous one stays in use', error);
+        }
+      };
+      if (!options.writeGate) await write();
+      else if (!(await options.writeGate(write))) this.deps.log(`the write budget is used up: ${connection.id} keeps its previous refresh token for now`);
     }
     const token: AccessToken = { accessToken: tokens.accessToken, expiresOn: tokens.expiresOn, scopes: tokens.scopes, source: 'refresh' };
     await this.release(leased, {

@@ -1,8 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { IdentityClient } from '../../shared/identity/msal-identity.js';
+import { AppsService } from '../../shared/manage/apps.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { RotationSweep } from '../../shared/sweep/rotation-sweep.js';
 import { WriteBudget } from '../../shared/sweep/write-budget.js';
-import type { RunRecord } from '../../shared/storage/records.js';
+import type { ConnectionRecord, RunRecord } from '../../shared/storage/records.js';
+import type { StorageTables } from '../../shared/storage/tables.js';
+import { AccessTokens } from '../../shared/tokens/access-tokens.js';
+import { DataKey } from '../../shared/tokens/data-key.js';
 import { OPERATOR_KEY } from '../support/broker.js';
 import { connectMailbox, startConnectFixture, type ConnectFixture } from '../support/connect-fixture.js';
 
@@ -30,6 +35,86 @@ async function runTimer(): Promise<RunRecord> {
   expect(response.status).toBe(202);
   const runs = (await (await fixture.broker.call('GET', '/api/manage/runs?limit=1')).json()) as { items: RunRecord[] };
   return runs.items[0]!;
+}
+
+/**
+ * A sweep with its own AccessTokens over the broker's storage, vault and identity provider,
+ * counting every call it makes to Table Storage and Key Vault.
+ */
+function countedSweep(options: {
+  concurrency: number;
+  beforeLease?: (row: ConnectionRecord) => Promise<void>;
+  afterRefresh?: () => Promise<void>;
+}): { sweep: RotationSweep; calls: (name: string) => number } {
+  const { services } = fixture.broker;
+  const log: string[] = [];
+  const counting = <T extends object>(target: T, label: string, intercept?: (method: string, args: unknown[]) => Promise<void>): T =>
+    new Proxy(target, {
+      get: (object, property, receiver) => {
+        const value: unknown = Reflect.get(object, property, receiver);
+        if (typeof value !== 'function' || typeof property !== 'string') return value;
+        return (...args: unknown[]) => {
+          log.push(label === 'secrets' ? `${label}.${property} ${String(args[0])}` : `${label}.${property}`);
+          const call = () => (value as (...a: unknown[]) => unknown).apply(object, args);
+          return intercept && property === 'replace' ? intercept(property, args).then(call) : call();
+        };
+      },
+    });
+  const leased = new Set<string>();
+  const tables: StorageTables = {
+    ...services.tables,
+    connections: counting(services.tables.connections, 'connections', async (method, args) => {
+      const record = args[0] as ConnectionRecord;
+      if (method !== 'replace' || !options.beforeLease || record.leaseOwner === null || leased.has(record.id)) return;
+      leased.add(record.id);
+      await options.beforeLease(record);
+    }),
+    apps: counting(services.tables.apps, 'apps'),
+  };
+  const secrets = counting(services.secrets, 'secrets');
+  const identity: IdentityClient = {
+    ...bindAll(services.identity),
+    refresh: async (input) => {
+      const result = await services.identity.refresh(input);
+      await options.afterRefresh?.();
+      return result;
+    },
+  };
+  const { config } = services;
+  const accessTokens = new AccessTokens({
+    tables,
+    secrets,
+    clock: fixture.clock,
+    identity,
+    apps: new AppsService({ tables, secrets, clock: fixture.clock, redirectUri: config.redirectUri }),
+    dataKey: new DataKey(secrets),
+    mailResource: config.mailResource,
+    mailAppResource: config.mailAppResource,
+    redirectUri: config.redirectUri,
+    log: () => undefined,
+  });
+  const sweep = new RotationSweep({
+    tables,
+    accessTokens,
+    maintenance: services.maintenance,
+    clock: fixture.clock,
+    writeBudget: new WriteBudget({ writesPer10s: 250, clock: fixture.clock, sleep: async (ms) => fixture.clock.advance(ms) }),
+    refreshMaxAgeDays: 7,
+    timeBudgetSeconds: 60,
+    concurrency: options.concurrency,
+    log: () => undefined,
+  });
+  return { sweep, calls: (name) => log.filter((entry) => entry === name).length };
+}
+
+function bindAll(identity: IdentityClient): IdentityClient {
+  return {
+    authorizeUrl: (input) => identity.authorizeUrl(input),
+    redeemCode: (input) => identity.redeemCode(input),
+    refresh: (input) => identity.refresh(input),
+    clientCredentials: (input) => identity.clientCredentials(input),
+    adminConsentUrl: (input) => identity.adminConsentUrl(input),
+  };
 }
 
 async function status(connectionId: string): Promise<Record<string, unknown>> {
@@ -79,16 +164,16 @@ describe('the rotation sweep', () => {
     const ids: string[] = [];
     for (let index = 0; index < 5; index += 1) ids.push(await connectMailbox(fixture, `budget${index}@contoso.example`));
     fixture.clock.advance(9 * DAY);
-    const reservations: number[] = [];
+    const writes: number[] = [];
     const { services } = fixture.broker;
     // Waiting for budget moves the fake clock instead of the real one.
     const budget = new WriteBudget({ writesPer10s: 2, clock: fixture.clock, sleep: async (ms) => fixture.clock.advance(ms) });
-    const reserve = budget.reserve.bind(budget);
-    budget.reserve = async (deadline) => {
-      const granted = await reserve(deadline);
-      if (granted) reservations.push(fixture.clock.now().getTime());
-      return granted;
-    };
+    const spend = budget.spend.bind(budget);
+    budget.spend = (deadline, write) =>
+      spend(deadline, async () => {
+        writes.push(fixture.clock.now().getTime());
+        await write();
+      });
     const sweep = new RotationSweep({
       tables: services.tables,
       accessTokens: services.accessTokens,
@@ -113,9 +198,92 @@ describe('the rotation sweep', () => {
         expect(new Date(String((await status(id)).lastRefreshAt)).getTime()).toBeGreaterThanOrEqual(start);
       }
       // No 10-second window ever held more than the budget.
-      for (const at of reservations) expect(reservations.filter((other) => other > at - 10_000 && other <= at).length).toBeLessThanOrEqual(2);
+      expect(writes).toHaveLength(5);
+      for (const at of writes) expect(writes.filter((other) => other > at - 10_000 && other <= at).length).toBeLessThanOrEqual(2);
     } finally {
       fixture.clock.advance(-(fixture.clock.now().getTime() - start) - 9 * DAY);
+    }
+  });
+
+  it('takes each lease with the listed row, and reads the app and its client secret once per run', async () => {
+    const ids = [await connectMailbox(fixture, 'trips1@contoso.example'), await connectMailbox(fixture, 'trips2@contoso.example'), await connectMailbox(fixture, 'trips3@contoso.example')];
+    fixture.clock.advance(8 * DAY);
+    try {
+      const counted = countedSweep({ concurrency: 2 });
+      const run = await counted.sweep.run();
+      expect(run).toMatchObject({ due: 3, refreshed: 3, failed: {}, complete: true });
+      expect(counted.calls('connections.get')).toBe(0);
+      expect(counted.calls('connections.replace')).toBe(6); // lease and release
+      expect(counted.calls('apps.get')).toBe(1);
+      expect(counted.calls(`secrets.get ${secretNames.appClientSecret(fixture.app.id)}`)).toBe(1);
+      for (const id of ids) expect(counted.calls(`secrets.get ${secretNames.connectionRefreshToken(id)}`)).toBe(1);
+      // A second run reads them afresh: nothing outlives a run.
+      fixture.clock.advance(8 * DAY);
+      // (Earlier tests' connections are due again by now too.)
+      expect((await counted.sweep.run()).refreshed).toBeGreaterThanOrEqual(3);
+      expect(counted.calls('apps.get')).toBe(2);
+    } finally {
+      fixture.clock.advance(-16 * DAY);
+    }
+  });
+
+  it('goes by the row as it is at the lease, not as it was listed', async () => {
+    const id = await connectMailbox(fixture, 'listed@contoso.example');
+    fixture.clock.advance(8 * DAY);
+    try {
+      const before = refreshGrants();
+      // Between the listing and the lease, a token request elsewhere learns that the grant was
+      // revoked and marks the row: the listed ETag is stale, so the lease fails, the row is read
+      // again, and Microsoft is not asked to redeem a grant known to be dead.
+      const counted = countedSweep({
+        concurrency: 1,
+        beforeLease: async (row) => {
+          if (row.id !== id) return;
+          const current = await fixture.broker.services.tables.connections.get(id, '');
+          const reason = { code: 'AADSTS50173', message: 'The grant was revoked.', fix: 'Send the mailbox owner a new Authorize link.' };
+          await fixture.broker.services.tables.connections.replace({ ...current!.value, status: 'needs_reauth', statusReason: reason }, current!.etag);
+        },
+      });
+      const run = await counted.sweep.run();
+      expect(run).toMatchObject({ due: 1, refreshed: 0, failed: { NEEDS_REAUTH: 1 } });
+      expect(refreshGrants()).toBe(before);
+      expect(counted.calls('connections.get')).toBe(1);
+      expect(counted.calls('connections.replace')).toBe(1); // the lease that failed
+      expect(await status(id)).toMatchObject({ status: 'needs_reauth', statusReason: { code: 'AADSTS50173' } });
+    } finally {
+      fixture.clock.advance(-8 * DAY);
+    }
+  });
+
+  it('picks up a client secret rotated during a run', async () => {
+    const ids = [await connectMailbox(fixture, 'rot1@contoso.example'), await connectMailbox(fixture, 'rot2@contoso.example'), await connectMailbox(fixture, 'rot3@contoso.example')];
+    fixture.clock.advance(8 * DAY);
+    const next = `sandbox~rotated-in-run-${Date.now()}`;
+    let refreshes = 0;
+    try {
+      const counted = countedSweep({
+        concurrency: 1,
+        afterRefresh: async () => {
+          refreshes += 1;
+          if (refreshes !== 1) return;
+          // After the first refresh the operator rotates the secret: Entra forgets the old one.
+          const expiresOn = new Date(Math.floor(Date.now() / 1000 + 365 * 86_400) * 1000).toISOString();
+          fixture.idp.rotateSecret(fixture.app.clientId, next, new Date(Date.now() + 365 * DAY));
+          const patched = await fixture.broker.call('PATCH', `/api/manage/apps/${fixture.app.id}`, { body: { clientSecret: next, clientSecretExpiresOn: expiresOn } });
+          expect(patched.status).toBe(200);
+        },
+      });
+      fixture.idp.clearRequests();
+      const run = await counted.sweep.run();
+      expect(run).toMatchObject({ due: 3, refreshed: 3, failed: {} });
+      const refused = fixture.idp.requests().filter((request) => request.grantType === 'refresh_token' && request.aadsts === 7000215);
+      // The second refresh tried the remembered secret once, then the stored one; the third used the new one.
+      expect(refused).toHaveLength(1);
+      expect(counted.calls('apps.get')).toBe(2);
+      for (const id of ids) expect((await status(id)).status).toBe('connected');
+    } finally {
+      fixture.app.clientSecret = next;
+      fixture.clock.advance(-8 * DAY);
     }
   });
 
