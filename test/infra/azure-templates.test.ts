@@ -220,6 +220,7 @@ const optionalInAzure: Record<string, string> = {
   BROKER_REFRESH_MAX_AGE_DAYS: 'defaults to 7 days',
   BROKER_KV_WRITE_BUDGET: 'defaults to 250 writes per 10 s, under the vault limit of 300',
   BROKER_SWEEP_TIME_BUDGET_S: 'defaults to 240 s',
+  BROKER_SWEEP_CONCURRENCY: 'defaults to 16 refreshes at once, enough for the default write budget at Entra latencies',
   BROKER_TOKEN_RATE_LIMIT: 'defaults to 600 requests per key per minute',
   BROKER_LINK_TTL_HOURS: 'defaults to 168 hours (7 days)',
   BROKER_AUDIT_RETENTION_DAYS: 'defaults to 90 days',

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../shared/config.js';
+import { DEFAULT_SWEEP_CONCURRENCY } from '../../shared/sweep/rotation-sweep.js';
 
 const operatorKey = 'op-key-0123456789abcdef0123456789abcdef';
 const minimal = { BROKER_OPERATOR_KEY: operatorKey, BROKER_TABLES_CONNECTION: 'UseDevelopmentStorage=true' };
@@ -29,6 +30,8 @@ describe('loadConfig', () => {
     expect(config.refreshMaxAgeDays).toBe(7);
     expect(config.kvWriteBudget).toBe(250);
     expect(config.sweepTimeBudgetSeconds).toBe(240);
+    // The sweep's own default, for sweeps built without the setting, is the same.
+    expect(config.sweepConcurrency).toBe(DEFAULT_SWEEP_CONCURRENCY);
     expect(config.tokenRateLimit).toBe(600);
     expect(config.linkTtlHours).toBe(168);
     expect(config.port).toBe(7071);
@@ -62,6 +65,9 @@ describe('loadConfig', () => {
     [{ BROKER_ROTATION_SCHEDULE: '0 */30 * * * 99' }, 'BROKER_ROTATION_SCHEDULE', 'six-field'],
     [{ BROKER_REFRESH_MAX_AGE_DAYS: '90' }, 'BROKER_REFRESH_MAX_AGE_DAYS', '1 to 89'],
     [{ BROKER_KV_WRITE_BUDGET: '301' }, 'BROKER_KV_WRITE_BUDGET', '1 to 300'],
+    [{ BROKER_SWEEP_CONCURRENCY: '0' }, 'BROKER_SWEEP_CONCURRENCY', '1 to 64'],
+    [{ BROKER_SWEEP_CONCURRENCY: '65' }, 'BROKER_SWEEP_CONCURRENCY', '1 to 64'],
+    [{ BROKER_SWEEP_CONCURRENCY: '2.5' }, 'BROKER_SWEEP_CONCURRENCY', '1 to 64'],
     [{ BROKER_TOKEN_RATE_LIMIT: 'lots' }, 'BROKER_TOKEN_RATE_LIMIT', 'whole number'],
     [{ BROKER_OPERATOR_EMAIL: 'ops' }, 'BROKER_OPERATOR_EMAIL', 'email'],
     [{ PORT: '-1' }, 'PORT', 'port'],
