@@ -9,9 +9,9 @@ import { Timings } from './support/timings.js';
 /*
  * One rotate-tokens sweep in its own process, built from the real services as
  * shared/composition.ts builds it, but with the write budget and concurrency the benchmark
- * asks for: BROKER_KV_WRITE_BUDGET stops at 300 (Key Vault's own limit), and the sweep's
- * concurrency (8) is not a setting. The Table, Key Vault and identity calls are timed (a
- * Proxy around the real adapters). Prints the run record and the timings as one JSON line.
+ * asks for: BROKER_KV_WRITE_BUDGET stops at 300 (Key Vault's own limit). The Table, Key Vault
+ * and identity calls are timed (a Proxy around the real adapters). Prints the run record and
+ * the timings as one JSON line.
  */
 
 const config = loadConfig(process.env);
@@ -35,7 +35,7 @@ const identity = services.identity as unknown as Record<string, unknown>;
 const refresh = services.identity.refresh.bind(services.identity);
 identity.refresh = (input: Parameters<typeof refresh>[0]) => {
   const started = performance.now();
-  return refresh(input).finally(() => timings.record('identity refresh (MSAL: metadata GET + token POST)', performance.now() - started));
+  return refresh(input).finally(() => timings.record('identity refresh (MSAL: token POST; metadata GET once per process)', performance.now() - started));
 };
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const budget = new WriteBudget({ writesPer10s: Number(process.env.BENCH_WRITE_BUDGET ?? config.kvWriteBudget), clock: services.clock, sleep });
@@ -44,10 +44,11 @@ const sweep = new RotationSweep({
   accessTokens: services.accessTokens,
   maintenance: services.maintenance,
   clock: services.clock,
-  writeBudget: timings.wrap(budget, 'write budget', ['reserve']),
+  // spend = waiting for a slot + the Key Vault write it runs
+  writeBudget: timings.wrap(budget, 'write budget', ['spend']),
   refreshMaxAgeDays: config.refreshMaxAgeDays,
   timeBudgetSeconds: config.sweepTimeBudgetSeconds,
-  concurrency: Number(process.env.BENCH_SWEEP_CONCURRENCY ?? 8),
+  concurrency: Number(process.env.BENCH_SWEEP_CONCURRENCY ?? config.sweepConcurrency),
   log: (message) => console.error(message),
 });
 

@@ -22,13 +22,15 @@ import { connectedRow, inPool, OPERATOR_KEY, progress, startStack, type Stack } 
  *
  * Run A (the figure of issue 7): the sweep as composition.ts builds it, in its own process,
  * with the write budget raised to --budget (2,500 per 10 s; the BROKER_KV_WRITE_BUDGET setting
- * stops at 300) and the product's concurrency (8). Ideal: min(concurrency / latency,
+ * stops at 300) and --concurrency (8, the product's value when this benchmark was first run;
+ * BROKER_SWEEP_CONCURRENCY now defaults to 16). Ideal: min(concurrency / latency,
  * budget / 10 s). Run B (the product path, unless --product-connections 0): --product-connections
  * of the same rows made due again, swept by `POST /admin/functions/rotate-tokens` on a broker
- * started with BROKER_KV_WRITE_BUDGET=300, where the budget, not the concurrency, is the limit.
+ * started with BROKER_KV_WRITE_BUDGET=300 and BROKER_SWEEP_CONCURRENCY=--product-concurrency
+ * (16, the default), where the budget, not the concurrency, is the limit.
  * Key Vault writes are read from the fake's request log every 10 ms.
  *
- * Flags: --connections 10000 --concurrency 8 --budget 2500 --idp-delay 50 --product-connections 1500
+ * Flags: --connections 10000 --concurrency 8 --budget 2500 --idp-delay 50 --product-connections 1500 --product-concurrency 16
  *        --profile (run A's sweeper under --cpu-prof)
  */
 
@@ -173,6 +175,7 @@ runMain(async () => {
   const budget = numberFlag(flags, 'budget', 2500);
   const idpDelay = numberFlag(flags, 'idp-delay', 50);
   const productConnections = Math.min(connections, numberFlag(flags, 'product-connections', 1500));
+  const productConcurrency = numberFlag(flags, 'product-concurrency', 16);
   const profile = flags.has('profile');
   const info = machine();
   const profileDir = join(root, '.data', 'bench', 'profiles', `sweep-${info.date.replace(/[:.]/g, '-')}`);
@@ -231,7 +234,7 @@ runMain(async () => {
   let cpu = cpuWatch({ sweeper: worker.pid, 'fakes (KV, IdP) + poller': process.pid, azurite: stack.azuritePid });
   const line = await worker.waitForOutput(/SWEEP_RESULT (\{.*\})\n/, (connections / 10 + 600) * 1000);
   const workerResult = JSON.parse(line[1]!) as { run: RunRecord; timings: StepTiming[] };
-  const runA = figures(`A: budget ${budget}/10 s (sweep built directly)`, workerResult.run, watcher.stop(), budget, concurrency, idpDelay, cpuUsed(cpu));
+  const runA = figures(`A: budget ${budget}/10 s, concurrency ${concurrency} (sweep built directly)`, workerResult.run, watcher.stop(), budget, concurrency, idpDelay, cpuUsed(cpu));
   await worker.exited();
   const results = [runA];
   let sweeperProfile: ProfileSummary | undefined;
@@ -246,11 +249,13 @@ runMain(async () => {
       const row = await services.tables.connections.get(id, '');
       if (row) await services.tables.connections.replace({ ...row.value, lastRefreshAt: old, refreshTokenUpdatedAt: old }, row.etag);
     });
-    const broker = await spawnBroker(stack.brokerEnv({ BROKER_KV_WRITE_BUDGET: '300', BROKER_SWEEP_TIME_BUDGET_S: '3600' }));
+    const broker = await spawnBroker(
+      stack.brokerEnv({ BROKER_KV_WRITE_BUDGET: '300', BROKER_SWEEP_CONCURRENCY: String(productConcurrency), BROKER_SWEEP_TIME_BUDGET_S: '3600' }),
+    );
     stack.vault.clearRequests();
     stack.idp.clearRequests();
     stack.idp.failNext(productConnections + 100, { delayMs: idpDelay });
-    progress(`run B: POST /admin/functions/rotate-tokens (BROKER_KV_WRITE_BUDGET=300, concurrency 8, IdP +${idpDelay} ms)`);
+    progress(`run B: POST /admin/functions/rotate-tokens (BROKER_KV_WRITE_BUDGET=300, concurrency ${productConcurrency}, IdP +${idpDelay} ms)`);
     watcher = watch(stack);
     cpu = cpuWatch({ sweeper: broker.pid, 'fakes (KV, IdP) + poller': process.pid, azurite: stack.azuritePid });
     const answer = await httpRequest(`${broker.baseUrl}/admin/functions/rotate-tokens`, { method: 'POST', headers: { authorization: `Bearer ${OPERATOR_KEY}` } });
@@ -258,7 +263,7 @@ runMain(async () => {
     const used = cpuUsed(cpu);
     if (answer.status !== 202) throw new Error(`rotate-tokens answered ${answer.status}: ${answer.body}`);
     const [runB] = await services.sweep.latest(1);
-    results.push(figures('B: BROKER_KV_WRITE_BUDGET=300 (product path)', runB!, watchedB, 300, 8, idpDelay, used));
+    results.push(figures(`B: BROKER_KV_WRITE_BUDGET=300, concurrency ${productConcurrency} (product path)`, runB!, watchedB, 300, productConcurrency, idpDelay, used));
     await broker.stop();
   }
 
