@@ -39,6 +39,8 @@ export interface RecordedRequest {
   hasBody: boolean;
   status: number;
   fault: boolean;
+  /** Date.now() when the request arrived: what the vault's throttling counts. */
+  at: number;
 }
 
 export interface KeyVaultFake {
@@ -221,6 +223,7 @@ export async function startKeyVaultFake(options: KeyVaultFakeOptions = {}): Prom
       hasBody: false,
       status: 0,
       fault: false,
+      at: Date.now(),
     };
     log.push(record);
     const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
