@@ -184,8 +184,13 @@ export class AccessTokens {
       const now = clock.now();
       const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
       if (!heldByOther) {
+        // A listed row is usually unchanged, so its lease succeeds: the refresh token is read
+        // alongside the lease instead of after it. Reading is harmless if the lease fails, and
+        // if it succeeds nobody can have stored a newer token since the row was listed.
+        const prefetched = fromList && row.value.mode === 'delegated' ? this.deps.secrets.get(secretNames.connectionRefreshToken(connectionId)) : null;
+        prefetched?.catch(() => undefined);
         const leased = await this.takeLease(row, now);
-        if (leased) return this.refreshHolding(leased, lastSeen, options);
+        if (leased) return this.refreshHolding(leased, lastSeen, options, prefetched);
         // The listed row changed since it was listed: read it now rather than wait a poll.
         if (fromList) continue;
       }
@@ -212,7 +217,12 @@ export class AccessTokens {
   }
 
   /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
-  private async refreshHolding(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, options: KeepAliveOptions): Promise<AccessToken> {
+  private async refreshHolding(
+    leased: Versioned<ConnectionRecord>,
+    lastSeen: AccessToken | null,
+    options: KeepAliveOptions,
+    prefetched: ReturnType<SecretStore['get']> | null = null,
+  ): Promise<AccessToken> {
     const connection = leased.value;
     const now = this.deps.clock.now();
     if (connection.retryNotBefore && connection.retryNotBefore > now.toISOString()) {
@@ -222,7 +232,7 @@ export class AccessTokens {
       throw new BrokerError('MICROSOFT_UNAVAILABLE', 'Microsoft asked the broker to pause calls for this mailbox.', { retryAfterSeconds: wait });
     }
     if (connection.mode === 'app_only') return this.clientCredentialsHolding(leased, lastSeen);
-    const stored = await this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id));
+    const stored = await (prefetched ?? this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id)));
     if (!stored) {
       const reason = { code: 'NO_REFRESH_TOKEN', message: 'No refresh token is stored for this mailbox.', fix: 'Send the mailbox owner a new Authorize link.' };
       await this.release(leased, { status: 'needs_reauth', statusReason: reason });
