@@ -271,7 +271,7 @@ runMain(async () => {
     await broker.stop();
   }
 
-  printMachine('bench:sweep — rotate-tokens keep-alive, identity provider at 50 ms', info);
+  printMachine(`bench:sweep — rotate-tokens keep-alive, identity provider at ${idpDelay} ms`, info);
   console.log(
     `Seeding: ${connections} refresh tokens minted at the sandbox in ${mintSeconds.toFixed(1)} s; ${connections} rows + secrets written in ${seedSeconds.toFixed(1)} s (not part of the figures). IdP latency: +${idpDelay} ms per token call.\n`,
   );
