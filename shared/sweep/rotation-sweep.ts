@@ -21,7 +21,7 @@ import type { WriteBudget } from './write-budget.js';
 /**
  * Refreshes in flight at once when BROKER_SWEEP_CONCURRENCY is not set. Each takes about the
  * identity provider's latency plus four storage round trips (lease, refresh token, rotated
- * refresh token, release): at 150–300 ms against Entra, 16 reach 50–100 a second, above the
+ * refresh token, release): at 150–300 ms per refresh, 16 reach 50–100 a second, above the
  * default write budget's 25 a second, so the budget rather than the wait is the limit.
  */
 export const DEFAULT_SWEEP_CONCURRENCY = 16;
