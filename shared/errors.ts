@@ -31,6 +31,7 @@ const catalogue = {
   SIGN_IN_FAILED: { status: 400, title: 'Microsoft did not complete the sign-in' },
   APP_MISCONFIGURED: { status: 502, title: 'The broker\'s Microsoft app needs attention' },
   MICROSOFT_UNAVAILABLE: { status: 503, title: 'Microsoft is not answering right now' },
+  REFRESH_IN_PROGRESS: { status: 503, title: 'The token is being refreshed elsewhere' },
   NEEDS_REAUTH: { status: 409, title: 'The mailbox must be authorized again' },
   NOT_CONNECTED: { status: 409, title: 'The mailbox is not connected yet' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large' },

@@ -196,7 +196,9 @@ export class AccessTokens {
       }
       if (now.getTime() > deadline) {
         if (this.usable(lastSeen)) return this.remember(connectionId, lastSeen);
-        throw new BrokerError('MICROSOFT_UNAVAILABLE', 'Another instance is refreshing this token and has not finished; try again shortly.', {
+        // Not Microsoft's fault as far as this instance knows: the holder may be slow, or gone
+        // with its lease standing until it expires (a crash, a failed write to storage).
+        throw new BrokerError('REFRESH_IN_PROGRESS', 'Another instance is refreshing this token and has not finished; try again shortly.', {
           retryAfterSeconds: 5,
         });
       }

@@ -207,7 +207,7 @@ describe('a broker process killed mid-operation', () => {
       }
       // While the lease stands, the caller is told to come back, not given an error that blames the mailbox.
       expect(response.status).toBe(503);
-      expect(await response.json()).toMatchObject({ code: 'MICROSOFT_UNAVAILABLE' });
+      expect(await response.json()).toMatchObject({ code: 'REFRESH_IN_PROGRESS' });
       const retryAfter = Number(response.headers.get('retry-after'));
       expect(retryAfter).toBeGreaterThan(0);
       expect(Date.now() - killedAt).toBeLessThan(45_000);

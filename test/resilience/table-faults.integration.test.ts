@@ -161,7 +161,7 @@ describe('Table Storage faults on the token path', () => {
     fixture.clock.advance(22_000);
     try {
       const gaveUp = await waiting;
-      await expectProblem(gaveUp, 503, 'MICROSOFT_UNAVAILABLE');
+      await expectProblem(gaveUp, 503, 'REFRESH_IN_PROGRESS');
       expect(Number(gaveUp.headers.get('retry-after'))).toBeGreaterThan(0);
     } finally {
       fixture.clock.advance(-22_000);
