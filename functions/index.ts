@@ -21,7 +21,9 @@ if (connectionString) {
   useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential: new DefaultAzureCredential() } });
 }
 
-const [{ app }, { createServices }, { ConfigError, loadConfig }, { ALL_METHODS, httpHandler }, { registrations }] = await Promise.all([
+// `default` is the package's CommonJS exports object; its named exports exist only where Node's
+// CommonJS lexer finds them (the tsc output), not in the esbuild bundle.
+const [{ default: functionsLibrary }, { createServices }, { ConfigError, loadConfig }, { ALL_METHODS, httpHandler }, { registrations }] = await Promise.all([
   import('@azure/functions'),
   import('../shared/composition.js'),
   import('../shared/config.js'),
@@ -45,6 +47,7 @@ function configOrExit() {
   }
 }
 
+const { app } = functionsLibrary;
 const config = configOrExit();
 let services: Services | undefined;
 const provider = () => (services ??= createServices(config));

@@ -1,10 +1,11 @@
-import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import { AlertMailer } from './alerts/alert-mailer.js';
 import { alertSenderTokens } from './alerts/alert-sender.js';
 import { AlertService } from './alerts/alert-service.js';
 import { AlertStore } from './alerts/alert-store.js';
 import { BrokerAlerts } from './alerts/broker-alerts.js';
 import { OperatorKeys } from './auth/api-keys.js';
+import { lazyDefaultAzureCredential } from './azure-credential.js';
 import { ConnectService } from './connect/connect-service.js';
 import { MsalIdentityClient, type IdentityClient } from './identity/msal-identity.js';
 import { systemClock, type Clock } from './clock.js';
@@ -65,11 +66,14 @@ export interface ServiceOverrides {
 
 /**
  * The composition root: the only place that builds real adapters. Nothing here does I/O,
- * so a cold start pays only for what its first request touches.
+ * and the heavy SDKs are not even loaded here: @azure/identity waits for the first token
+ * the managed identity must fetch, @azure/keyvault-secrets for the first secret read or
+ * written, msal-node for the first call to Microsoft, nodemailer and imapflow for the
+ * first alert or verify. So a cold start pays only for what its first request touches.
  */
 export function createServices(config: Config, overrides: ServiceOverrides = {}): Services {
   let credential = overrides.credential;
-  const azureCredential = () => (credential ??= new DefaultAzureCredential());
+  const azureCredential = () => (credential ??= lazyDefaultAzureCredential());
   const clock = overrides.clock ?? systemClock;
   const tables = overrides.tables ?? createStorageTables({ setting: config.tables, credential: azureCredential });
   const secrets = overrides.secrets ?? createSecretStore(config, azureCredential);

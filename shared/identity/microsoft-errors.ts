@@ -1,5 +1,3 @@
-import { ClientConfigurationError, InteractionRequiredAuthError, ServerError } from '@azure/msal-node';
-
 /**
  * The one place Microsoft identity errors are classified: an error thrown by msal-node, a
  * token endpoint error body, or the `error` parameters of an OAuth redirect become a
@@ -647,7 +645,7 @@ function readError(error: unknown): RawError {
   const raw: RawError = { kind: 'foreign', code: '', description: '', subError: '', errorNumbers: [], status: null, throttled: false, retryAfterSeconds: null };
   if (typeof error !== 'object' || error === null) return raw;
   const fields = error as Record<string, unknown>;
-  if (typeof fields.errorCode === 'string') return readMsalError(error, fields, raw);
+  if (typeof fields.errorCode === 'string') return readMsalError(fields, raw);
   if (typeof fields.error === 'string') {
     // A token endpoint error body: {"error","error_description","error_codes",...}.
     return {
@@ -663,18 +661,15 @@ function readError(error: unknown): RawError {
   return raw;
 }
 
-function readMsalError(error: object, fields: Record<string, unknown>, raw: RawError): RawError {
+function readMsalError(fields: Record<string, unknown>, raw: RawError): RawError {
   const errorCode = text(fields.errorCode);
   const errorMessage = text(fields.errorMessage);
   const name = text(fields.name);
+  // By name, not instanceof: msal-common sets `name` in each error class (none of them is
+  // subclassed), and reading it keeps msal-node out of the token path, which classifies
+  // failures but must not load MSAL to do so.
   const kind: RawError['kind'] =
-    error instanceof InteractionRequiredAuthError || name === 'InteractionRequiredAuthError'
-      ? 'interaction'
-      : error instanceof ServerError || name === 'ServerError'
-        ? 'server'
-        : error instanceof ClientConfigurationError || name === 'ClientConfigurationError'
-          ? 'client_configuration'
-          : 'msal';
+    name === 'InteractionRequiredAuthError' ? 'interaction' : name === 'ServerError' ? 'server' : name === 'ClientConfigurationError' ? 'client_configuration' : 'msal';
   // ResponseHandler.validateTokenResponse wraps the server's answer as
   // "Error(s): … - Timestamp: … - Description: <error_description> - Correlation ID: … - Trace ID: …".
   const wrapped = /^Error\(s\):.*? - Description: ([\s\S]*?)(?: - Correlation ID: [\s\S]*)?$/.exec(errorMessage);

@@ -1,6 +1,7 @@
-import { DefaultAzureCredential, type AccessToken, type TokenCredential } from '@azure/identity';
+import type { AccessToken, TokenCredential } from '@azure/identity';
 import { isRestError, RestError, SecretClient, type KeyVaultSecret } from '@azure/keyvault-secrets';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { lazyDefaultAzureCredential } from '../azure-credential.js';
 import { BrokerError } from '../errors.js';
 import { assertSecretInput, assertSecretName, type SecretStore, type SetSecretOptions, type StoredSecret } from './secret-store.js';
 
@@ -43,7 +44,7 @@ export class KeyVaultSecretStore implements SecretStore {
   private readonly pollMs: number;
 
   constructor(options: KeyVaultSecretStoreOptions) {
-    const credential = lazyCredential(options.credential ?? (options.emulator ? emulatorCredential : () => new DefaultAzureCredential()));
+    const credential = lazyCredential(options.credential ?? (options.emulator ? emulatorCredential : lazyDefaultAzureCredential));
     this.client = new SecretClient(options.vaultUrl, credential, {
       disableChallengeResourceVerification: options.emulator === true,
       retryOptions: { ...DEFAULT_RETRY, ...options.retryOptions },
