@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startAzuriteTables } from '../infra/local/azurite.js';
 import { freePort } from '../infra/local/free-port.js';
 import { getOnce, onCleanup, runMain, spawnNode, type NodeChild } from './support/procs.js';
@@ -17,11 +17,15 @@ import { progress } from './support/stack.js';
  *  - the local host `node dist/infra/local/start.js` (BROKER_SANDBOX=false, an Azurite that
  *    is already running, the local secret store): process start to the first answered
  *    GET /api/health, and to its "listening" line;
- *  - the Functions entry: `import('dist/functions/index.js')` with the settings it needs,
- *    timed inside the process and from process start to exit. Outside the Functions host
- *    @azure/functions runs in "test mode" and skips the registrations; the import cost is
- *    all there is to measure here.
- * Then which npm packages that entry loads at import, and what each costs to import alone
+ *  - the Functions entry, as tsc emits it (`dist/functions/index.js`) and as it is deployed
+ *    (the esbuild bundle, `dist/bundle/index.js`, package.json "main"): process start to the
+ *    end of its import, with the settings an instance in Azure has (BROKER_TABLES_URL and
+ *    BROKER_KEY_VAULT_URL, so the managed identity and Key Vault paths are the ones wired),
+ *    and the resident memory right after. Outside the Functions host @azure/functions runs
+ *    in "test mode" and skips the registrations, which cost little next to the imports;
+ *  - the bundle with telemetry on (APPLICATIONINSIGHTS_CONNECTION_STRING set, as the Bicep
+ *    does): the Azure Monitor distro is started before the rest is imported.
+ * Then which files each entry loads, and what each direct dependency costs to import alone
  * (time and resident memory, against a bare node's).
  * "First answered request" is found by polling every 2 ms with a new connection each time.
  *
@@ -52,13 +56,22 @@ async function timeToExit(args: string[], env: NodeJS.ProcessEnv): Promise<{ wal
   return { wallMs, output: child.output() };
 }
 
+// performance.now() in the child counts from its own process start (performance.timeOrigin).
 const IMPORT_TIMER = (specifier: string) =>
   `const t = performance.now(); await import(${JSON.stringify(specifier)}); ` +
-  `const done = performance.now(); await new Promise((r) => setTimeout(r, 100));` +
-  `console.log('IMPORT_MS ' + (done - t) + ' ' + done + ' ' + process.memoryUsage().rss / 1e6); process.exit(0);`;
+  `const done = performance.now(); const rss = process.memoryUsage().rss / 1e6;` +
+  `console.log('IMPORT_MS ' + (done - t) + ' ' + done + ' ' + rss); process.exit(0);`;
+
+/** Process start → import done, and RSS then, of `specifier` imported by a fresh node. */
+async function timedImport(specifier: string, env: NodeJS.ProcessEnv): Promise<{ importMs: number; sinceStart: number; rss: number; wallMs: number }> {
+  const result = await timeToExit(['--input-type=module', '-e', IMPORT_TIMER(specifier)], env);
+  const [, importMs, sinceStart, rss] = /IMPORT_MS (\S+) (\S+) (\S+)/.exec(result.output) ?? [];
+  if (importMs === undefined) throw new Error(`no timing from importing ${specifier}:\n${result.output}`);
+  return { importMs: Number(importMs), sinceStart: Number(sinceStart), rss: Number(rss), wallMs: result.wallMs };
+}
 
 // Records every file resolved while importing the entry, ESM and CommonJS alike, into `out`.
-const LOADED_PACKAGES = (specifier: string, out: string) =>
+const LOADED_FILES = (specifier: string, out: string) =>
   `import { registerHooks } from 'node:module'; import { writeFileSync } from 'node:fs'; const urls = new Set();` +
   `registerHooks({ resolve(s, c, next) { const r = next(s, c); urls.add(r.url); return r; } });` +
   `await import(${JSON.stringify(specifier)}); writeFileSync(${JSON.stringify(out)}, JSON.stringify([...urls])); process.exit(0);`;
@@ -73,7 +86,7 @@ runMain(async () => {
   onCleanup(() => azurite.stop());
   const dataDir = mkdtempSync(join(tmpdir(), 'broker-startup-'));
   onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
-  const settings: NodeJS.ProcessEnv = {
+  const hostSettings: NodeJS.ProcessEnv = {
     ...process.env,
     BROKER_SANDBOX: 'false',
     BROKER_TABLES_CONNECTION: azurite.connectionString,
@@ -81,19 +94,40 @@ runMain(async () => {
     BROKER_LOCAL_DATA_DIR: dataDir,
     BROKER_LOCAL_SECRETS_KEY: randomBytes(32).toString('base64'),
   };
-  const entry = pathToFileURL(join(root, 'dist', 'functions', 'index.js')).href;
+  // What an instance in Azure has: nothing is contacted during the import.
+  const azureSettings: NodeJS.ProcessEnv = {
+    ...process.env,
+    BROKER_PUBLIC_URL: 'https://func-broker-bench.azurewebsites.net',
+    BROKER_OPERATOR_KEY: OPERATOR_KEY,
+    BROKER_TABLES_URL: 'https://stbench.table.core.windows.net',
+    BROKER_KEY_VAULT_URL: 'https://kv-bench.vault.azure.net',
+  };
+  const withTelemetry: NodeJS.ProcessEnv = {
+    ...azureSettings,
+    // An ingestion endpoint nobody listens on: the exporters send nothing within the import.
+    APPLICATIONINSIGHTS_CONNECTION_STRING: 'InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://127.0.0.1:9/',
+  };
+  const tscEntry = pathToFileURL(join(root, 'dist', 'functions', 'index.js')).href;
+  // The deployed entry: package.json "main", built by `npm run build:bundle`.
+  const main = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { main: string }).main;
+  const bundleEntry = pathToFileURL(join(root, main)).href;
+  const bundleDir = join(root, dirname(main));
+  const entries = [
+    { name: 'tsc output (dist/functions/index.js)', specifier: tscEntry, env: azureSettings },
+    { name: `bundle (${main})`, specifier: bundleEntry, env: azureSettings },
+    { name: 'bundle, telemetry on', specifier: bundleEntry, env: withTelemetry },
+  ];
 
   const rows: Record<string, number[]> = {
     'node -e 0: start → exit': [],
     'bare node:http: start → first answer': [],
     'local host: start → "listening" line': [],
     'local host: start → first answered GET /api/health': [],
-    'Functions entry: import() inside the process': [],
-    'Functions entry: process start → import done': [],
-    'Functions entry: start → exit': [],
   };
-  const entryRss: number[] = [];
-  const bareRss: number[] = [];
+  for (const entry of entries) rows[`${entry.name}: process start → import done`] = [];
+  const rss: Record<string, number[]> = { 'bare node (import node:os)': [] };
+  for (const entry of entries) rss[entry.name] = [];
+
   for (let rep = 1; rep <= reps; rep += 1) {
     progress(`repetition ${rep}/${reps}`);
     rows['node -e 0: start → exit']!.push((await timeToExit(['-e', '0'], process.env)).wallMs);
@@ -106,75 +140,93 @@ runMain(async () => {
 
     port = await freePort();
     started = performance.now();
-    const host = spawnNode([join(root, 'dist', 'infra', 'local', 'start.js')], { env: { ...settings, PORT: String(port) } });
+    const host = spawnNode([join(root, 'dist', 'infra', 'local', 'start.js')], { env: { ...hostSettings, PORT: String(port) } });
     const answered = firstAnswer(host, `http://127.0.0.1:${port}/api/health`, started);
     const listening = host.waitForOutput(/listening on/).then(() => performance.now() - started);
     rows['local host: start → first answered GET /api/health']!.push(await answered);
     rows['local host: start → "listening" line']!.push(await listening);
     await host.stop();
 
-    const imported = await timeToExit(['--input-type=module', '-e', IMPORT_TIMER(entry)], settings);
-    const [, importMs, sinceStart, rss] = /IMPORT_MS (\S+) (\S+) (\S+)/.exec(imported.output) ?? [];
-    entryRss.push(Number(rss));
-    const nothing = await timeToExit(['--input-type=module', '-e', IMPORT_TIMER('node:os')], process.env);
-    bareRss.push(Number(/IMPORT_MS \S+ \S+ (\S+)/.exec(nothing.output)?.[1]));
-    rows['Functions entry: import() inside the process']!.push(Number(importMs));
-    rows['Functions entry: process start → import done']!.push(Number(sinceStart));
-    rows['Functions entry: start → exit']!.push(imported.wallMs);
+    for (const entry of entries) {
+      const imported = await timedImport(entry.specifier, entry.env);
+      rows[`${entry.name}: process start → import done`]!.push(imported.sinceStart);
+      rss[entry.name]!.push(imported.rss);
+    }
+    rss['bare node (import node:os)']!.push((await timedImport('node:os', process.env)).rss);
   }
 
-  progress('which packages the Functions entry loads, and their import cost alone');
-  const loadedFile = join(dataDir, 'loaded.json');
-  await timeToExit(['--input-type=module', '-e', LOADED_PACKAGES(entry, loadedFile)], settings);
-  const urls = JSON.parse(readFileSync(loadedFile, 'utf8')) as string[];
-  const files = new Map<string, number>();
+  progress('which files each entry loads, and what each direct dependency costs to import alone');
+  const loaded = (specifier: string, env: NodeJS.ProcessEnv) => {
+    const out = join(dataDir, `loaded-${randomBytes(4).toString('hex')}.json`);
+    return timeToExit(['--input-type=module', '-e', LOADED_FILES(specifier, out)], env).then(() => JSON.parse(readFileSync(out, 'utf8')) as string[]);
+  };
+  const tscFiles = await loaded(tscEntry, azureSettings);
+  const packages = new Map<string, number>();
   let ownFiles = 0;
-  for (const url of urls) {
+  for (const url of tscFiles) {
     const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
-    if (match) files.set(match[1]!, (files.get(match[1]!) ?? 0) + 1);
+    if (match) packages.set(match[1]!, (packages.get(match[1]!) ?? 0) + 1);
     else if (url.includes('/dist/')) ownFiles += 1;
   }
+  const bundleFiles = (await loaded(bundleEntry, azureSettings)).filter((url) => url.startsWith('file:'));
+  const bundleBytes = bundleFiles.reduce((sum, url) => sum + statSync(fileURLToPath(url)).size, 0);
+  const allChunks = readdirSync(join(bundleDir, 'chunks')).filter((file) => file.endsWith('.js'));
+  const allBytes = allChunks.reduce((sum, file) => sum + statSync(join(bundleDir, 'chunks', file)).size, statSync(join(root, main)).size);
+
   const direct = ['@azure/functions', '@azure/data-tables', '@azure/identity', '@azure/keyvault-secrets', '@azure/msal-node', 'zod', 'jose', 'nodemailer', 'imapflow'];
   const alone: Array<[string, number, number]> = [];
   for (const name of direct) {
     const times: number[] = [];
-    const rss: number[] = [];
+    const memory: number[] = [];
     for (let rep = 0; rep < Math.min(reps, 5); rep += 1) {
-      const result = await timeToExit(['--input-type=module', '-e', IMPORT_TIMER(name)], process.env);
-      const [, ms, , mb] = /IMPORT_MS (\S+) (\S+) (\S+)/.exec(result.output) ?? [];
-      times.push(Number(ms));
-      rss.push(Number(mb));
+      const result = await timedImport(name, process.env);
+      times.push(result.importMs);
+      memory.push(result.rss);
     }
-    alone.push([name, median(times), median(rss)]);
+    alone.push([name, median(times), median(memory)]);
   }
 
   printMachine('bench:startup — cold start against bare node', info);
-  console.log(`${reps} repetitions of each, interleaved; Azurite (in memory) was already running; local secret store; medians in ms.\n`);
+  console.log(
+    `${reps} repetitions of each, interleaved; Azurite (in memory) was already running for the local host (local secret store); ` +
+      'the entries were imported with Azure-like settings (BROKER_TABLES_URL, BROKER_KEY_VAULT_URL). Medians in ms.\n',
+  );
   printTable(
     ['measurement', 'median ms', 'min ms', 'max ms'],
     Object.entries(rows).map(([name, values]) => [name, median(values), Math.min(...values), Math.max(...values)]),
   );
-  const bare = median(rows['bare node:http: start → first answer']!);
   const nodeStart = median(rows['node -e 0: start → exit']!);
+  const bare = median(rows['bare node:http: start → first answer']!);
+  const host = median(rows['local host: start → first answered GET /api/health']!);
   printTable(
     ['comparison', 'ms', '× bare'],
     [
-      ['local host first answer − bare http first answer', median(rows['local host: start → first answered GET /api/health']!) - bare, median(rows['local host: start → first answered GET /api/health']!) / bare],
-      ['Functions entry start → exit − node -e 0', median(rows['Functions entry: start → exit']!) - nodeStart, median(rows['Functions entry: start → exit']!) / nodeStart],
+      ['local host first answer − bare http first answer', host - bare, host / bare],
+      ...entries.map((entry): [string, number, number] => {
+        const done = median(rows[`${entry.name}: process start → import done`]!);
+        return [`${entry.name} import done − node -e 0 exit`, done - nodeStart, done / nodeStart];
+      }),
     ],
   );
-  const total = [...files.values()].reduce((sum, count) => sum + count, 0);
+  printTable(
+    ['resident memory right after the import', 'median MB'],
+    Object.entries(rss).map(([name, values]) => [name, median(values)]),
+  );
+  const total = [...packages.values()].reduce((sum, count) => sum + count, 0);
   console.log(
-    `At import, dist/functions/index.js resolves ${ownFiles} of the broker's own files and ${total} files from ${files.size} npm packages; ` +
-      `RSS after the import ${median(entryRss).toFixed(0)} MB against ${median(bareRss).toFixed(0)} MB for a bare node (medians).\n`,
+    `At import, the tsc output resolves ${ownFiles} of the broker's own files and ${total} files from ${packages.size} npm packages. ` +
+      `The bundle loads ${bundleFiles.length} files (${(bundleBytes / 1e6).toFixed(1)} MB of JavaScript) of its ${allChunks.length + 1} (${(allBytes / 1e6).toFixed(1)} MB); ` +
+      'the rest are the chunks of lazily imported SDKs.\n',
   );
   printTable(
-    ['direct dependency', 'loaded at import', 'files resolved', 'import alone, median ms', 'RSS after importing it alone, MB'],
-    alone.map(([name, ms, rss]) => [name, files.has(name) ? 'yes' : 'no', files.get(name) ?? 0, ms, rss]),
+    ['direct dependency', 'loaded at import (tsc output)', 'files resolved', 'import alone, median ms', 'RSS after importing it alone, MB'],
+    alone.map(([name, ms, mb]) => [name, packages.has(name) ? 'yes' : 'no', packages.get(name) ?? 0, ms, mb]),
   );
   printTable(
-    ['most files resolved (direct and transitive)', 'files'],
-    [...files.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15),
+    ['most files resolved by the tsc output (direct and transitive)', 'files'],
+    [...packages.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15),
   );
-  console.log(`Raw figures: ${saveJson('startup', { machine: info, reps, rows, entryRss, bareRss, ownFiles, files: Object.fromEntries(files), alone })}`);
+  console.log(
+    `Raw figures: ${saveJson('startup', { machine: info, reps, rows, rss, ownFiles, packages: Object.fromEntries(packages), bundleFiles: bundleFiles.length, bundleBytes, allChunks: allChunks.length, allBytes, alone })}`,
+  );
 });

@@ -11,7 +11,7 @@
 // Plain JavaScript (like the other scripts): it runs before any TypeScript is compiled.
 import { build } from 'esbuild';
 import { rmSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const BUNDLE_DIR = join('dist', 'bundle');
@@ -68,18 +68,23 @@ export async function bundleFunctions({ root, outdir = join(root, BUNDLE_DIR), m
   return result.metafile;
 }
 
-function sizeReport(metafile, root) {
-  return Object.entries(metafile.outputs)
-    .filter(([file]) => file.endsWith('.js'))
-    .map(([file, output]) => `  ${relative(root, join(root, file))} ${(output.bytes / 1024).toFixed(0)} KB`)
-    .join('\n');
+function sizeReport(metafile) {
+  const outputs = Object.entries(metafile.outputs).filter(([file]) => file.endsWith('.js'));
+  const kilobytes = (bytes) => `${(bytes / 1024).toFixed(0)} KB`;
+  const total = outputs.reduce((sum, [, output]) => sum + output.bytes, 0);
+  const entry = outputs.find(([file]) => file.endsWith('/index.js'));
+  const largest = outputs
+    .sort((a, b) => b[1].bytes - a[1].bytes)
+    .slice(0, 5)
+    .map(([file, output]) => `${file.split('/').at(-1)} ${kilobytes(output.bytes)}`);
+  return `entry ${kilobytes(entry?.[1].bytes ?? 0)}, ${outputs.length - 1} chunks, ${kilobytes(total)} in all; largest: ${largest.join(', ')}`;
 }
 
 async function main() {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const minify = process.argv.includes('--minify');
   const metafile = await bundleFunctions({ root, minify });
-  console.log(`bundle: ${BUNDLE_ENTRY} and its chunks${minify ? ' (minified)' : ''}:\n${sizeReport(metafile, root)}`);
+  console.log(`bundle: ${BUNDLE_ENTRY}${minify ? ' (minified)' : ''}: ${sizeReport(metafile)}`);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
