@@ -7,15 +7,7 @@ import { createServices } from '../../shared/composition.js';
 import { ConfigError, loadConfig, type Config, type Environment } from '../../shared/config.js';
 import { startAzuriteTables } from './azurite.js';
 import { createLocalHost } from './host.js';
-import {
-  describeSandbox,
-  relaunchTrusting,
-  SANDBOX_TLS_DIR,
-  seedSandboxDemo,
-  startLocalSandbox,
-  trustSandboxCertificateAuthority,
-  type SandboxTrust,
-} from './sandbox.js';
+import type { SandboxTrust } from './sandbox.js';
 
 /*
  * `npm start`: the broker on http://localhost:7071/api with nothing configured. It starts
@@ -79,10 +71,14 @@ async function main(): Promise<void> {
 
   // Before anything starts: on a Node that cannot trust the CA at run time this re-runs the
   // command in a process that trusts it from the start, and only that process starts things.
+  // The sandbox (its identity provider, jose, the x509 certificate tooling) is loaded only
+  // when it runs: with BROKER_SANDBOX=false it would cost ~40 MB of memory and a few hundred
+  // milliseconds of start-up for nothing.
+  const sandbox = checked.sandbox ? await import('./sandbox.js') : undefined;
   let trust: SandboxTrust | undefined;
-  if (checked.sandbox) {
-    trust = await trustSandboxCertificateAuthority(join(dataDir, SANDBOX_TLS_DIR));
-    if (trust.relaunchWith) process.exit(await relaunchTrusting(trust.relaunchWith));
+  if (sandbox) {
+    trust = await sandbox.trustSandboxCertificateAuthority(join(dataDir, sandbox.SANDBOX_TLS_DIR));
+    if (trust.relaunchWith) process.exit(await sandbox.relaunchTrusting(trust.relaunchWith));
   }
 
   const notes: string[] = [];
@@ -111,7 +107,7 @@ async function main(): Promise<void> {
     }
 
     let sandboxLines: string[] = [];
-    const idp = trust ? await startLocalSandbox(trust.ca) : undefined;
+    const idp = sandbox && trust ? await sandbox.startLocalSandbox(trust.ca) : undefined;
     if (idp) {
       stoppers.push(() => idp.close());
       env.BROKER_AUTHORITY_HOST = idp.authorityHost;
@@ -125,7 +121,7 @@ async function main(): Promise<void> {
       await services.audit.close();
     });
     notes.push(config.keyVault ? `Secrets: Key Vault ${config.keyVault.url}` : `Secrets: local encrypted store in ${dataDir}`);
-    if (idp && trust) sandboxLines = describeSandbox(idp, trust.ca, await seedSandboxDemo({ idp, services, dataDir }));
+    if (sandbox && idp && trust) sandboxLines = sandbox.describeSandbox(idp, trust.ca, await sandbox.seedSandboxDemo({ idp, services, dataDir }));
 
     const server: Server = createLocalHost({
       registrations: registrations({ rotationSchedule: config.rotationSchedule }),
