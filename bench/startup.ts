@@ -24,7 +24,10 @@ import { progress } from './support/stack.js';
  *    and the resident memory right after. Outside the Functions host @azure/functions runs
  *    in "test mode" and skips the registrations, which cost little next to the imports;
  *  - the bundle with telemetry on (APPLICATIONINSIGHTS_CONNECTION_STRING set, as the Bicep
- *    does): the Azure Monitor distro is started before the rest is imported.
+ *    does): the Azure Monitor distro is started before the rest is imported;
+ *  - both entries under test/support/functions-worker.mjs, which stands in for the Functions
+ *    worker (registrations through @azure/functions-core, an invocation through the
+ *    programming model): process start → first answered GET /api/health.
  * Then which files each entry loads, and what each direct dependency costs to import alone
  * (time and resident memory, against a bare node's).
  * "First answered request" is found by polling every 2 ms with a new connection each time.
@@ -68,6 +71,20 @@ async function timedImport(specifier: string, env: NodeJS.ProcessEnv): Promise<{
   const [, importMs, sinceStart, rss] = /IMPORT_MS (\S+) (\S+) (\S+)/.exec(result.output) ?? [];
   if (importMs === undefined) throw new Error(`no timing from importing ${specifier}:\n${result.output}`);
   return { importMs: Number(importMs), sinceStart: Number(sinceStart), rss: Number(rss), wallMs: result.wallMs };
+}
+
+/**
+ * The entry run as the Functions worker runs it (test/support/functions-worker.mjs: the
+ * registrations reach a stand-in for @azure/functions-core, and the invocation goes through
+ * the programming model): process start → the first GET /api/health answered.
+ */
+async function workerFirstAnswer(entryFile: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const invocations = JSON.stringify([{ function: 'health', method: 'GET', path: '/api/health' }]);
+  const { output } = await timeToExit([join(root, 'test', 'support', 'functions-worker.mjs'), entryFile, invocations], env);
+  const line = output.split('\n').find((text) => text.startsWith('WORKER_REPORT '));
+  const answer = line ? (JSON.parse(line.slice('WORKER_REPORT '.length)) as { answers: { status: number; answeredAtMs: number }[] }).answers[0] : undefined;
+  if (answer?.status !== 200) throw new Error(`the stand-in worker did not answer GET /api/health with 200:\n${output}`);
+  return answer.answeredAtMs;
 }
 
 // Records every file resolved while importing the entry, ESM and CommonJS alike, into `out`.
@@ -125,6 +142,7 @@ runMain(async () => {
     'local host: start → first answered GET /api/health': [],
   };
   for (const entry of entries) rows[`${entry.name}: process start → import done`] = [];
+  for (const entry of entries.slice(0, 2)) rows[`${entry.name} in the stand-in worker: process start → first answered GET /api/health`] = [];
   const rss: Record<string, number[]> = { 'bare node (import node:os)': [] };
   for (const entry of entries) rss[entry.name] = [];
 
@@ -153,6 +171,9 @@ runMain(async () => {
       rss[entry.name]!.push(imported.rss);
     }
     rss['bare node (import node:os)']!.push((await timedImport('node:os', process.env)).rss);
+    for (const entry of entries.slice(0, 2)) {
+      rows[`${entry.name} in the stand-in worker: process start → first answered GET /api/health`]!.push(await workerFirstAnswer(fileURLToPath(entry.specifier), entry.env));
+    }
   }
 
   progress('which files each entry loads, and what each direct dependency costs to import alone');
