@@ -7,7 +7,8 @@
 //
 // Usage: node functions-worker.mjs <app dir | entry .js file> [<invocations JSON>]
 // Prints one line `WORKER_REPORT {...}`: the registered functions and hooks, the answers, and
-// every module URL resolved after start-up, after the import and after the invocations.
+// every module URL resolved after start-up, after the import and after the invocations; then
+// one line `WORKER_ANSWERS [...]` with the answers alone.
 // Plain JavaScript: it runs in a child process, outside vitest and TypeScript.
 import Module, { registerHooks } from 'node:module';
 import { readFileSync } from 'node:fs';
@@ -117,5 +118,7 @@ console.log(
     loaded: { atStart, afterImport, afterInvocations: snapshot() },
   })}`,
 );
+// The answers alone, last, for callers that keep only the tail of the output (the benchmarks).
+console.log(`WORKER_ANSWERS ${JSON.stringify(answers)}`);
 // Queued audit writes and keep-alive sockets would hold the process open; the worker is done.
 process.exit(0);
