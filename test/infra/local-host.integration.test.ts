@@ -27,6 +27,8 @@ describe('npm start', () => {
     const port = await freePort();
     const first = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: dataDir });
     await waitFor(first, `listening on http://localhost:${port}/api`);
+    // The notes that follow (operator key, Azurite, sandbox) can reach the pipe in later chunks.
+    await waitFor(first, 'Press Ctrl-C to stop.');
 
     const operatorKey = readFileSync(join(dataDir, 'operator-key'), 'utf8').trim();
     expect(first.output()).toContain(operatorKey);
@@ -62,6 +64,7 @@ describe('npm start', () => {
 
     const second = start({ PORT: String(port), BROKER_LOCAL_DATA_DIR: dataDir });
     await waitFor(second, `listening on http://localhost:${port}/api`);
+    await waitFor(second, 'Press Ctrl-C to stop.');
     expect(second.output()).not.toContain(operatorKey);
     const again = await fetch(`${base}/api/manage/tenants/${tenant.id}`, { headers: auth });
     expect(again.status).toBe(200);
