@@ -93,6 +93,10 @@ runMain(async () => {
   await pass(`${connections} cached: after a second pass (memory hits)`);
   await sleep(5000);
   measure(`${connections} cached: after 5 s idle`);
+  // V8's memory reducer starts collecting on its own only after 8 s without allocation
+  // (--gc-memory-reducer-start-delay-ms): this is the process at rest, before anyone forces a GC.
+  await sleep(10_000);
+  measure(`${connections} cached: after 15 s idle`);
   await measureAfterGc(`${connections} cached, after a full GC`);
   const refreshes = stack.idp.requests().filter((request) => request.grantType === 'refresh_token').length - refreshesBefore;
 
@@ -126,11 +130,12 @@ runMain(async () => {
   );
   const idle = phases.find((row) => row.phase === '1 connection cached, after a full GC')!;
   const full = phases.at(-1)!;
-  const beforeGc = phases.at(-2)!;
+  const atRest = phases.at(-2)!;
+  const afterPasses = phases.find((row) => row.phase === `${connections} cached: after a second pass (memory hits)`)!;
   const worst = Math.max(...phases.map((row) => row.peak));
   printTable(
-    ['RSS with all cached, MB', 'same after a full GC, MB', 'peak RSS, MB', 'retained heap per cached connection, KB', 'target ≤ 200 MB (peak)'],
-    [[toMB(beforeGc.rss), toMB(full.rss), toMB(worst), ((full.heapUsed! - idle.heapUsed!) * 2 ** 20) / 1000 / connections, toMB(worst) <= 200 ? 'met' : 'NOT met']],
+    ['RSS after the passes, MB', 'at rest (15 s idle), MB', 'after a full GC, MB', 'peak RSS, MB', 'retained heap per cached connection, KB', 'target ≤ 200 MB (peak)'],
+    [[toMB(afterPasses.rss), toMB(atRest.rss), toMB(full.rss), toMB(worst), ((full.heapUsed! - idle.heapUsed!) * 2 ** 20) / 1000 / connections, toMB(worst) <= 200 ? 'met' : 'NOT met']],
   );
   console.log(`Raw figures: ${saveJson('memory', { machine: info, connections, tokenBytes: accessToken.length, phases, refreshes, sources })}`);
 });
