@@ -68,8 +68,9 @@ export interface ServiceOverrides {
  * The composition root: the only place that builds real adapters. Nothing here does I/O,
  * and the heavy SDKs are not loaded here either: @azure/identity waits for the first token
  * the managed identity must fetch, @azure/keyvault-secrets for the first secret read or
- * written, nodemailer and imapflow for the first alert or verify. So a cold start pays
- * only for what its first request touches.
+ * written, msal-node for the first call to Microsoft (inside MsalIdentityClient), nodemailer
+ * and imapflow for the first alert or verify. So a cold start pays only for what its first
+ * request touches.
  */
 export function createServices(config: Config, overrides: ServiceOverrides = {}): Services {
   let credential = overrides.credential;

@@ -22,7 +22,7 @@ import { connectMailbox, sharedBrokerEnv, startConnectFixture, tenantKey, type C
  *
  * The token path must not load what it does not use: a token served from the connection's
  * shared row or from memory needs Table Storage and the data key (Key Vault), never
- * @azure/identity (the vault here is an emulator), nodemailer or imapflow.
+ * @azure/identity (the vault here is an emulator), MSAL, nodemailer or imapflow.
  */
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -30,11 +30,8 @@ const worker = join(root, 'test', 'support', 'functions-worker.mjs');
 const appDir = mkdtempSync(join(tmpdir(), 'broker-bundle-'));
 const manifest = runtimeManifest(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as Record<string, unknown>);
 
-/**
- * Loaded only on the paths that need them: none at start-up, only Key Vault for a cached
- * token. msal-node is not listed while shared/identity/msal-identity.ts imports it at the top.
- */
-const LAZY = ['@azure/identity', '@azure/keyvault-secrets', 'nodemailer', 'imapflow', '@azure/monitor-opentelemetry'];
+/** Loaded only on the paths that need them: none at start-up, only Key Vault for a cached token. */
+const LAZY = ['@azure/identity', '@azure/keyvault-secrets', '@azure/msal-node', 'nodemailer', 'imapflow', '@azure/monitor-opentelemetry'];
 
 let fixture: ConnectFixture;
 let metafile: Metafile;
@@ -166,7 +163,7 @@ describe('the deployed bundle under the Functions worker', () => {
 });
 
 describe('the tsc output (npm start, tests) loads the same way', () => {
-  it('imports without the lazy SDKs and serves cached tokens without @azure/identity or the mail clients', async () => {
+  it('imports without the lazy SDKs and serves cached tokens without @azure/identity, MSAL or the mail clients', async () => {
     const entry = join(root, 'dist', 'functions', 'index.js');
     const before = refreshGrants();
     const report = await runWorker(entry, tokenCalls());
