@@ -2,11 +2,11 @@
 // package.json "main" names, which the Functions host (in Azure and under `func start`)
 // loads. `npm run build:bundle` runs it; `npm run build` runs it after tsc.
 //
-// Why a bundle: unbundled, the entry resolves ~60 of our files and ~800 files of 70 npm
+// Why a bundle: unbundled, the entry resolves ~60 of our files and ~400 files of 30 npm
 // packages at every cold start. Bundled, the start-up path is one file plus the chunks it
 // imports, and the SDKs the first request may not need (@azure/identity,
-// @azure/keyvault-secrets, msal-node, nodemailer, imapflow) sit in chunks of their own that
-// load only when their `import()` runs (code splitting).
+// @azure/keyvault-secrets, msal-node, nodemailer, imapflow, the Azure Monitor distro) sit in
+// chunks of their own that load only when their `import()` runs (code splitting).
 //
 // Plain JavaScript (like the other scripts): it runs before any TypeScript is compiled.
 import { build } from 'esbuild';
@@ -19,15 +19,16 @@ export const BUNDLE_ENTRY = `${BUNDLE_DIR}/index.js`;
 export const METAFILE = 'meta.json';
 
 /**
- * Left to Node's resolution at run time:
- * - @azure/functions-core does not exist on disk: the Functions worker answers
- *   `require('@azure/functions-core')` itself, by wrapping Module.prototype.require. The
- *   banner's createRequire keeps that path a real CommonJS require, so the worker still
- *   sees it and @azure/functions leaves test mode.
- * - @azure/monitor-opentelemetry (loaded only with APPLICATIONINSIGHTS_CONNECTION_STRING)
- *   patches packages through require/import hooks, which cannot see into a bundle, and it
- *   must share one @opentelemetry/api with the broker's own spans and metrics: both come
- *   from node_modules, so the deployment package keeps its production dependencies.
+ * Left to Node's resolution at run time: only @azure/functions-core, which does not exist on
+ * disk. The Functions worker answers `require('@azure/functions-core')` itself, by wrapping
+ * Module.prototype.require; the banner's createRequire keeps that call a real CommonJS
+ * require, so the worker sees it and @azure/functions leaves test mode.
+ *
+ * Everything else is bundled, the Azure Monitor distro too (its own chunk, loaded only with
+ * APPLICATIONINSIGHTS_CONNECTION_STRING), so the deployment needs no node_modules. The
+ * distro then shares the bundle's one @opentelemetry/api with the broker's spans and
+ * metrics; what it cannot do is patch other packages through require hooks, which would
+ * not see into the bundle, and the broker does not rely on that (functions/index.ts).
  */
 export const EXTERNAL = ['@azure/functions-core'];
 

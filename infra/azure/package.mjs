@@ -8,7 +8,7 @@
 //
 // The bundle holds every npm package the app uses; only @azure/functions-core stays outside,
 // and the Functions worker provides that one. So the stage has no node_modules: the zip is a
-// few megabytes instead of ~50, and a cold start opens a few dozen files instead of ~900.
+// few megabytes instead of ~50, and a cold start opens a few dozen files instead of ~450.
 //
 // azure.yaml points the service's `dist` at the stage, so azd zips exactly this folder.
 // Plain JavaScript (like scripts/*.mjs): it runs on the operator's Node before any build.
