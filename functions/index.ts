@@ -12,6 +12,9 @@ import type { Services } from '../shared/composition.js';
  * the app's managed identity. The Functions host keeps its own request and log telemetry
  * (host.json); the worker adds the broker's traces and metrics next to it. Without a
  * connection string (tests, the local host) nothing is loaded and the API stays a no-op.
+ * The top-level awaits are safe for registration: the Node.js worker loads an ES module entry
+ * with `await import()` (azure-functions-nodejs-worker, src/loadScriptFile.ts), so the
+ * `app.http`/`app.timer` calls below still happen while the app is starting.
  * @see https://learn.microsoft.com/azure/azure-monitor/app/opentelemetry-enable?tabs=nodejs
  * @see https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication
  */

@@ -11,7 +11,7 @@ import type { EntityCodec } from '../storage/entity-table.js';
  * writes in Table transactions (one round trip per ≤ 100 rows of a partition).
  *
  * Events are aggregated: one row per tenant × key × connection × outcome × source × code
- * and UTC minute, with a `count` and the first and last time. A sender fetching a token for
+ * and UTC minute (per instance), with a `count` and the first and last time. A sender fetching a token for
  * every message makes thousands of identical events a minute; one row each would cost a
  * Table write per token, and the trail would say nothing more. Each flush upserts the rows
  * whose count grew with their running total (Replace), so a retried write after a lost
@@ -271,14 +271,19 @@ export class AuditLog {
     return this.ready;
   }
 
-  /** Rows whose count grew since they were last written, as they are now; forgets rows of past minutes storage holds in full. */
+  /**
+   * Rows whose count grew since they were last written, as they are now. Forgets what storage
+   * holds in full when it is of a past minute, or when it is a single event: a quiet key and
+   * connection (one token a minute, say) would otherwise keep a row in memory per connection
+   * for nothing, while a busy one keeps counting into the same row.
+   */
   private takePending(): Pending[] {
     // A minute ago, not now: an event stamped by a slightly slower clock may still arrive.
     const settledBefore = this.clock.now().getTime() - MINUTE_MS;
     const pending: Pending[] = [];
     for (const [key, aggregate] of this.aggregates) {
       if (aggregate.written < aggregate.row.count) pending.push({ aggregate, row: { ...aggregate.row } });
-      else if (aggregate.minute < settledBefore) this.aggregates.delete(key);
+      else if (aggregate.minute < settledBefore || aggregate.written === 1) this.aggregates.delete(key);
     }
     return pending;
   }

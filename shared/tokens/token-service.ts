@@ -42,7 +42,7 @@ function notFound(): BrokerError {
 }
 
 /** Rendered answers kept per instance: the hot connections, not all of them (each is a few KB). */
-const RENDERED_ANSWERS = 1_000;
+const RENDERED_ANSWERS = 256;
 
 /**
  * One connection's answer as JSON text around `expires_in`, the only field that moves while
@@ -72,8 +72,12 @@ export class TokenService {
   async resolve(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
     // A status change (needs_reauth, a deletion) reaches this instance within the TTL; the
     // refresh path always reads the row itself.
-    const resolved = await this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, () => this.lookup(principal, reference));
-    return resolved;
+    // The remembered copy leaves out the row's sealed token (most of a row's size): a memory
+    // miss goes to AccessTokens, which reads the row itself.
+    return this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, async () => ({
+      ...(await this.lookup(principal, reference)),
+      accessTokenCipher: null,
+    }));
   }
 
   private readonly connections: TtlCache<string, ConnectionRecord>;

@@ -185,6 +185,22 @@ describe('AuditLog', () => {
     expect(log.stats()).toMatchObject({ queued: 0, written: 1_504 });
   });
 
+  it('keeps counting a busy row in memory but forgets a single written event', async () => {
+    const table = newTable();
+    const { log } = auditLog({ table });
+    log.record(event({ connectionId: 'con_quiet' }));
+    log.record(event({ connectionId: 'con_busy' }));
+    log.record(event({ connectionId: 'con_busy' }));
+    await log.flush();
+    await log.flush(); // nothing new: the quiet row, written in full, is let go
+    log.record(event({ connectionId: 'con_quiet' }));
+    log.record(event({ connectionId: 'con_busy' }));
+    await log.flush();
+    const stored = await records(table);
+    expect(stored.filter((row) => row.connectionId === 'con_busy').map((row) => row.count)).toEqual([3]);
+    expect(stored.filter((row) => row.connectionId === 'con_quiet').map((row) => row.count)).toEqual([1, 1]);
+  });
+
   it('never counts twice when a write succeeded but its answer was lost', async () => {
     const table = new RecordingTable(newTable());
     const { log } = auditLog({ table });
