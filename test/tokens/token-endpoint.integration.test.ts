@@ -191,6 +191,35 @@ describe('POST /api/token', () => {
     }
   });
 
+  for (const broken of ['reset', 'truncated-json'] as const) {
+    it(`survives an identity provider that answers ${broken === 'reset' ? 'by dropping the connection' : 'with truncated JSON'}: 503, nothing lost, then recovers`, async () => {
+      const mailbox = `broken-${broken}@contoso.example`;
+      const connectionId = await connectMailbox(fixture, mailbox);
+      const refreshToken = await fixture.broker.services.secrets.get(secretNames.connectionRefreshToken(connectionId));
+      const grants = refreshGrants();
+      fixture.idp.failNext(1, { broken });
+      const response = await requestToken(connectionId);
+      expect(response.status).toBe(503);
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(await response.json()).toMatchObject({ code: 'MICROSOFT_UNAVAILABLE' });
+      expect(refreshGrants()).toBe(grants + 1);
+      // Not the mailbox's fault: still connected, the same refresh token kept.
+      const connection = (await (await fixture.broker.call('GET', `/api/manage/connections/${connectionId}`)).json()) as Record<string, unknown>;
+      expect(connection.status).toBe('connected');
+      expect((await fixture.broker.services.secrets.get(secretNames.connectionRefreshToken(connectionId)))?.value).toBe(refreshToken?.value);
+
+      // A transient failure may pause this mailbox's calls for its Retry-After; past it, the next request refreshes.
+      fixture.clock.advance(60_000);
+      try {
+        const recovered = await requestToken(connectionId);
+        expect(recovered.status).toBe(200);
+        expect(refreshGrants()).toBe(grants + 2);
+      } finally {
+        fixture.clock.advance(-60_000);
+      }
+    });
+  }
+
   it('answers 503 for a throttled identity provider (429) and keeps the connection connected', async () => {
     const connectionId = await connectMailbox(fixture, 'throttled@contoso.example');
     fixture.idp.failNext(1, { status: 429, retryAfterSeconds: 12 });

@@ -8,6 +8,8 @@ export interface Reply {
   body: string;
   /** The AADSTS code the reply carries, for the request log. */
   aadsts?: number;
+  /** Drop the connection instead of answering (a fault tests ask for). */
+  reset?: true;
 }
 
 export class BodyTooLarge extends Error {}

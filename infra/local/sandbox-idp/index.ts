@@ -48,11 +48,16 @@ export interface SandboxRequest {
 }
 
 export interface TokenFault {
-  /** Without a status the request is answered normally, after `delayMs`. */
+  /** Without a status or a broken answer the request is answered normally, after `delayMs`. */
   status?: 429 | 500 | 503;
   retryAfterSeconds?: number;
   /** A slow identity provider: the answer comes this much later. */
   delayMs?: number;
+  /**
+   * `reset`: the connection is dropped without an answer. `truncated-json`: 200 with a JSON
+   * body cut off mid-way, as a proxy that lost the upstream connection can send.
+   */
+  broken?: 'reset' | 'truncated-json';
 }
 
 export interface SandboxIdentityProvider {
@@ -151,6 +156,10 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
         record.grantType = params.get('grant_type') ?? undefined;
         const fault = faults.shift();
         if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+        if (fault?.broken === 'reset') return { status: 0, headers: {}, body: '', reset: true };
+        if (fault?.broken === 'truncated-json') {
+          return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
+        }
         if (fault?.status) {
           const failure = faultError(fault.status);
           const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
@@ -199,6 +208,10 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
     }
     record.status = reply.status;
     if (reply.aadsts) record.aadsts = reply.aadsts;
+    if (reply.reset) {
+      req.socket.destroy();
+      return;
+    }
     write(res, reply);
   };
 
