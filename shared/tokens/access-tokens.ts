@@ -190,7 +190,9 @@ export class AccessTokens {
         const prefetched = fromList && row.value.mode === 'delegated' ? this.deps.secrets.get(secretNames.connectionRefreshToken(connectionId)) : null;
         prefetched?.catch(() => undefined);
         const leased = await this.takeLease(row, now);
-        if (leased) return this.refreshHolding(leased, lastSeen, options, prefetched);
+        // A keep-alive wants to know that the refresh failed, not get the old token back: it
+        // would count the connection as kept alive.
+        if (leased) return this.refreshHolding(leased, refreshedBefore === null ? lastSeen : null, options, prefetched);
         // The listed row changed since it was listed: read it now rather than wait a poll.
         if (fromList) continue;
       }
@@ -234,7 +236,19 @@ export class AccessTokens {
       throw new BrokerError('MICROSOFT_UNAVAILABLE', 'Microsoft asked the broker to pause calls for this mailbox.', { retryAfterSeconds: wait });
     }
     if (connection.mode === 'app_only') return this.clientCredentialsHolding(leased, lastSeen);
-    const stored = await (prefetched ?? this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id)));
+    let stored: Awaited<ReturnType<SecretStore['get']>>;
+    try {
+      stored = await (prefetched ?? this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id)));
+    } catch (error) {
+      // Key Vault is unreachable: nothing was redeemed, so let go of the lease at once (other
+      // instances need not wait it out) and serve what is still valid.
+      await this.release(leased, {});
+      if (this.usable(lastSeen)) {
+        this.deps.log(`the refresh token of ${connection.id} could not be read; serving the still-valid token`, error);
+        return this.remember(connection.id, lastSeen);
+      }
+      throw error;
+    }
     if (!stored) {
       const reason = { code: 'NO_REFRESH_TOKEN', message: 'No refresh token is stored for this mailbox.', fix: 'Send the mailbox owner a new Authorize link.' };
       await this.release(leased, { status: 'needs_reauth', statusReason: reason });

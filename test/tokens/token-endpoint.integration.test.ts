@@ -230,6 +230,41 @@ describe('POST /api/token', () => {
     expect(connection.status).toBe('connected');
   });
 
+  it('keeps serving a still-valid token while Key Vault cannot be read, answers 503 without one, and lets go of the lease', async () => {
+    const connectionId = await connectMailbox(fixture, 'vaultblind@contoso.example');
+    const row = async () => (await fixture.broker.services.tables.connections.get(connectionId, ''))?.value;
+
+    // No token yet: the refresh token cannot be read, so there is nothing to serve.
+    fixture.vault.failNext(20, { status: 500, method: 'GET' });
+    try {
+      const refused = await requestToken(connectionId);
+      expect(refused.status).toBe(503);
+      expect(await refused.json()).toMatchObject({ code: 'SECRET_STORE_UNAVAILABLE' });
+    } finally {
+      fixture.vault.clearFaults();
+    }
+    // The lease was let go (another instance need not wait it out) and the mailbox is not blamed.
+    expect(await row()).toMatchObject({ status: 'connected', leaseOwner: null });
+
+    const first = (await (await requestToken(connectionId)).json()) as { access_token: string; expires_in: number };
+    // Four minutes before expiry: due for refresh but still valid, and the vault is down again.
+    fixture.clock.advance((first.expires_in - 240) * 1000);
+    try {
+      fixture.vault.failNext(20, { status: 500, method: 'GET' });
+      const during = await requestToken(connectionId);
+      expect(during.status).toBe(200);
+      expect(((await during.json()) as { access_token: string }).access_token).toBe(first.access_token);
+      expect(await row()).toMatchObject({ status: 'connected', leaseOwner: null });
+      fixture.vault.clearFaults();
+      // Back: the next request refreshes.
+      const after = (await (await requestToken(connectionId)).json()) as { access_token: string };
+      expect(after.access_token).not.toBe(first.access_token);
+    } finally {
+      fixture.vault.clearFaults();
+      fixture.clock.advance(-(first.expires_in - 240) * 1000);
+    }
+  });
+
   it('keeps working when storing the rotated refresh token fails', async () => {
     const connectionId = await connectMailbox(fixture, 'vaultdown@contoso.example');
     const stored = await fixture.broker.services.secrets.get(secretNames.connectionRefreshToken(connectionId));
