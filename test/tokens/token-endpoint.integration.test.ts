@@ -239,6 +239,7 @@ describe('POST /api/token', () => {
     try {
       const refused = await requestToken(connectionId);
       expect(refused.status).toBe(503);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
       expect(await refused.json()).toMatchObject({ code: 'SECRET_STORE_UNAVAILABLE' });
     } finally {
       fixture.vault.clearFaults();
