@@ -3,12 +3,11 @@ import type { Clock } from '../clock.js';
 import { BrokerError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Maintenance } from '../maintenance.js';
-import type { AppCredentialSource } from '../manage/apps.js';
 import type { Versioned } from '../storage/entity-table.js';
 import type { ConnectionRecord, RunRecord } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
 import { withSpan } from '../telemetry.js';
-import type { AccessTokens } from '../tokens/access-tokens.js';
+import type { AccessTokens, KeepAliveOptions } from '../tokens/access-tokens.js';
 import type { WriteBudget } from './write-budget.js';
 
 /*
@@ -113,6 +112,16 @@ export class RotationSweep {
     };
     // Most connections share a handful of apps: their credentials are read once per run.
     const credentials = this.deps.accessTokens.appCredentialsForRun();
+    // Outcomes still being written to the connections' rows; a slot does not wait for them.
+    const settling: Promise<void>[] = [];
+    const settleLater = (settled: Promise<void>) => {
+      settling.push(
+        settled.catch((error: unknown) => {
+          run.refreshed -= 1;
+          this.countFailure(run, error);
+        }),
+      );
+    };
 
     for await (const row of rows) {
       const connection = row.value;
@@ -131,12 +140,13 @@ export class RotationSweep {
         run.skippedForBudget += 1;
         break;
       }
-      const task = this.refreshOne(row, staleBefore, run, { writeGate: budget.writeGate, credentials }).finally(() => inFlight.delete(task));
+      const task = this.refreshOne(row, staleBefore, run, { writeGate: budget.writeGate, credentials, settleLater }).finally(() => inFlight.delete(task));
       inFlight.add(task);
       cursor = connection.id;
       if (inFlight.size >= limit) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
+    await Promise.all(settling);
     run.complete = stopped === null;
 
     // A complete pass starts the next one from the beginning; a cut-short one resumes.
@@ -164,17 +174,20 @@ export class RotationSweep {
     row: Versioned<ConnectionRecord>,
     staleBefore: string,
     run: RunRecord,
-    options: { writeGate: (write: () => Promise<void>) => Promise<boolean>; credentials: AppCredentialSource },
+    options: KeepAliveOptions,
   ): Promise<void> {
-    const connection = row.value;
     try {
       await this.deps.accessTokens.refreshUnlessSince(row, new Date(staleBefore), options);
       run.refreshed += 1;
     } catch (error) {
-      const code = error instanceof BrokerError ? error.code : 'INTERNAL';
-      run.failed[code] = (run.failed[code] ?? 0) + 1;
-      if (!(error instanceof BrokerError)) this.deps.log(`refreshing ${connection.id} failed unexpectedly`, error);
+      this.countFailure(run, error, row.value.id);
     }
+  }
+
+  private countFailure(run: RunRecord, error: unknown, connectionId?: string): void {
+    const code = error instanceof BrokerError ? error.code : 'INTERNAL';
+    run.failed[code] = (run.failed[code] ?? 0) + 1;
+    if (!(error instanceof BrokerError)) this.deps.log(`refreshing ${connectionId ?? 'a connection'} failed unexpectedly`, error);
   }
 
   async latest(limit: number): Promise<RunRecord[]> {

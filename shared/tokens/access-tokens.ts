@@ -65,6 +65,13 @@ export interface KeepAliveOptions {
   writeGate?: (write: () => Promise<void>) => Promise<boolean>;
   /** The app's credentials as the caller remembers them (for one run); by default read per refresh. */
   credentials?: AppCredentialSource;
+  /**
+   * Takes the last write of a successful keep-alive (the outcome and the lease's release)
+   * instead of waiting for it: the sweep's slot starts its next refresh meanwhile and the run
+   * awaits these before it ends. The refresh token is already stored by then; if the write
+   * fails, the connection stays due and its lease runs out by itself.
+   */
+  settleLater?: (settled: Promise<void>) => void;
 }
 
 const sealedToken = z.object({ accessToken: z.string(), expiresOn: z.string(), scopes: z.array(z.string()) });
@@ -307,14 +314,17 @@ export class AccessTokens {
       else if (!(await options.writeGate(write))) this.deps.log(`the write budget is used up: ${connection.id} keeps its previous refresh token for now`);
     }
     const token: AccessToken = { accessToken: tokens.accessToken, expiresOn: tokens.expiresOn, scopes: tokens.scopes, source: 'refresh' };
-    await this.release(leased, {
+    const shared = await this.sealed(connection.id, token);
+    const settled = this.release(leased, {
       status: 'connected',
       statusReason: null,
       lastRefreshAt: now.toISOString(),
       refreshTokenUpdatedAt,
       retryNotBefore: null,
-      ...(await this.sealed(connection.id, token)),
+      ...shared,
     });
+    if (options.settleLater) options.settleLater(settled);
+    else await settled;
     return this.remember(connection.id, token);
   }
 

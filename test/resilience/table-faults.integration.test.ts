@@ -233,6 +233,37 @@ describe('Table Storage faults on the token path', () => {
   });
 });
 
+describe('Table Storage faults in the keep-alive sweep', () => {
+  it('counts a refresh whose outcome could not be written as failed, loses nothing, and refreshes it on the next run', async () => {
+    const id = await connectMailbox(fixture, 'sweepfault@contoso.example');
+    const before = await row(id);
+    const refreshToken = storedRefreshToken(id);
+    fixture.clock.advance(8 * 86_400_000);
+    try {
+      // The first PUT on the row is the lease; the write of the outcome after it fails.
+      proxy.failNext(SDK_ATTEMPTS, { status: 503, skip: 1, match: { method: 'PUT', pathIncludes: connectionRow(id) } });
+      const failed = await broker.services.sweep.run();
+      expect(failed.failed).toMatchObject({ STORAGE_UNAVAILABLE: 1 });
+      // The rotated refresh token was stored before the row would have said so; the row did not
+      // change, so the connection is still due, and its lease runs out by itself.
+      const stranded = await row(id);
+      expect(stranded).toMatchObject({ status: 'connected', lastRefreshAt: before?.lastRefreshAt });
+      expect(stranded?.leaseOwner).not.toBeNull();
+      expect(storedRefreshToken(id)).not.toBe(refreshToken);
+
+      fixture.clock.advance(31_000);
+      const next = await broker.services.sweep.run();
+      expect(next.failed).toEqual({});
+      expect(next.refreshed).toBeGreaterThanOrEqual(1);
+      const healed = await row(id);
+      expect(healed).toMatchObject({ status: 'connected', leaseOwner: null });
+      expect(healed!.lastRefreshAt! > before!.lastRefreshAt!).toBe(true);
+    } finally {
+      fixture.clock.advance(-(8 * 86_400_000 + 31_000));
+    }
+  });
+});
+
 describe('Table Storage faults on the operator API', () => {
   const indexRow = async (tenantId: string, mailbox: string) => (await direct().mailboxIndex.get(tenantId, mailboxIndexRowKey('delegated', mailbox)))?.value ?? null;
   const connectionsOf = async (mailbox: string) => collect(direct().connections.scan(odata`mailbox eq ${mailbox}`));
