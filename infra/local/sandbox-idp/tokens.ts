@@ -67,21 +67,28 @@ export function idTokenClaims(at: Issuance, app: AppRecord, user: SandboxUser, e
 }
 
 // Exchange Online receives v1 access tokens, which name the user by `upn` and `unique_name`.
+/** The claims every v1 access token for a resource carries, delegated or app-only. */
+function accessTokenEnvelope(at: Issuance, app: AppRecord, tid: string, grant: { resource: string; lifetime: number }): Record<string, unknown> {
+  const iat = seconds(at.now);
+  return {
+    aud: grant.resource,
+    iss: `${at.authorityHost}/${tid}/`,
+    iat,
+    nbf: iat,
+    exp: iat + grant.lifetime,
+    app_displayname: app.displayName,
+    appid: app.clientId,
+  };
+}
+
 export function delegatedAccessTokenClaims(
   at: Issuance,
   app: AppRecord,
   user: SandboxUser,
   grant: { resource: string; permissions: readonly string[]; lifetime: number },
 ): Record<string, unknown> {
-  const iat = seconds(at.now);
   return {
-    aud: grant.resource,
-    iss: `${at.authorityHost}/${user.tid}/`,
-    iat,
-    nbf: iat,
-    exp: iat + grant.lifetime,
-    app_displayname: app.displayName,
-    appid: app.clientId,
+    ...accessTokenEnvelope(at, app, user.tid, grant),
     idtyp: 'user',
     name: user.name,
     oid: user.oid,
@@ -100,16 +107,9 @@ export function appAccessTokenClaims(
   app: AppRecord,
   grant: { tid: string; resource: string; roles: readonly string[]; lifetime: number },
 ): Record<string, unknown> {
-  const iat = seconds(at.now);
   const servicePrincipal = servicePrincipalId(grant.tid, app.clientId);
   return {
-    aud: grant.resource,
-    iss: `${at.authorityHost}/${grant.tid}/`,
-    iat,
-    nbf: iat,
-    exp: iat + grant.lifetime,
-    app_displayname: app.displayName,
-    appid: app.clientId,
+    ...accessTokenEnvelope(at, app, grant.tid, grant),
     idtyp: 'app',
     oid: servicePrincipal,
     // Entra omits `roles` entirely when nothing was granted; the resource then refuses the token.
