@@ -247,14 +247,7 @@ export class AccessTokens {
     try {
       stored = await (prefetched ?? this.deps.secrets.get(secretNames.connectionRefreshToken(connection.id)));
     } catch (error) {
-      // Key Vault is unreachable: nothing was redeemed, so let go of the lease at once (other
-      // instances need not wait it out) and serve what is still valid.
-      await this.release(leased, {});
-      if (this.usable(lastSeen)) {
-        this.deps.log(`the refresh token of ${connection.id} could not be read; serving the still-valid token`, error);
-        return this.remember(connection.id, lastSeen);
-      }
-      throw error;
+      return this.letGo(leased, lastSeen, 'its refresh token could not be read', error);
     }
     if (!stored) {
       const reason = { code: 'NO_REFRESH_TOKEN', message: 'No refresh token is stored for this mailbox.', fix: 'Send the mailbox owner a new Authorize link.' };
@@ -270,16 +263,22 @@ export class AccessTokens {
         scopes,
         refreshToken: stored.value,
       });
+    let credentials: AppWithSecret;
+    try {
+      credentials = await source.get(connection.appId);
+    } catch (error) {
+      return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
+    }
     let tokens: DelegatedTokens;
     try {
-      const credentials = await source.get(connection.appId);
       try {
         tokens = await redeem(credentials);
       } catch (error) {
         // Remembered credentials may predate a secret rotation: a refused secret is retried
-        // once with the stored one if it is newer. The refresh token was not redeemed.
+        // once with the stored one if it is newer. The refresh token was not redeemed. If the
+        // stored one cannot be read now, Microsoft's refusal is the answer.
         const failure = classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri });
-        const newer = failure.class === 'app_credential' && source !== this.appCredentials ? await source.newerThan(credentials) : null;
+        const newer = failure.class === 'app_credential' ? await source.newerThan(credentials).catch(() => null) : null;
         if (!newer) throw error;
         tokens = await redeem(newer);
       }
@@ -337,11 +336,16 @@ export class AccessTokens {
         fix: 'Send the admin consent link (POST /api/manage/connections/{id}/authorize-link) to an administrator of the organisation.',
       });
     }
-    const app = await this.deps.apps.get(connection.appId);
+    let credentials: AppWithSecret;
+    try {
+      credentials = await this.appCredentials.get(connection.appId);
+    } catch (error) {
+      return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
+    }
     let result: AppOnlyToken;
     try {
       result = await this.deps.identity.clientCredentials({
-        app: { clientId: app.clientId, tenant: connection.customerTenantId, clientSecret: await this.deps.apps.clientSecret(app) },
+        app: { clientId: credentials.app.clientId, tenant: connection.customerTenantId, clientSecret: credentials.clientSecret },
         tenant: connection.customerTenantId,
         scope: `${this.deps.mailAppResource}/.default`,
       });
@@ -352,6 +356,19 @@ export class AccessTokens {
     const token: AccessToken = { accessToken: result.accessToken, expiresOn: result.expiresOn, scopes: result.scopes, source: 'refresh' };
     await this.release(leased, { status: 'connected', statusReason: null, lastRefreshAt: this.deps.clock.now().toISOString(), retryNotBefore: null, ...(await this.sealed(connection.id, token)) });
     return this.remember(connection.id, token);
+  }
+
+  /**
+   * What the broker itself could not read before calling Microsoft (Key Vault, Table Storage):
+   * nothing was redeemed, so the lease is let go at once (other instances need not wait it out)
+   * and a still-valid token is served; without one the caller gets the error as it is, never
+   * one that blames Microsoft.
+   */
+  private async letGo(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, what: string, error: unknown): Promise<AccessToken> {
+    await this.release(leased, {});
+    if (!this.usable(lastSeen)) throw error;
+    this.deps.log(`refreshing ${leased.value.id}: ${what}; serving the still-valid token`, error);
+    return this.remember(leased.value.id, lastSeen);
   }
 
   /** The row's copy of a token, for the other instances; without the data key, no copy. */
