@@ -118,6 +118,8 @@ const MAX_CODE_LENGTH = 200;
 /** Greater than any epoch milliseconds a `Date` can hold, so reverse ticks stay positive and 16 digits wide. */
 const MAX_TICKS = 8_640_000_000_000_001;
 const MINUTE_MS = 60_000;
+/** How many of the oldest rows `dropOldest` looks at for one it may forget without loss. */
+const DROP_LOOKAHEAD = 64;
 
 function dayOf(iso: string): string {
   return `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}`;
@@ -129,6 +131,7 @@ function statusOf(error: unknown): number | undefined {
 
 /** One row being counted: `row.count` grows as events arrive; `written` is what storage holds. */
 interface Aggregate {
+  key: string;
   row: AuditEventRecord;
   minute: number;
   written: number;
@@ -197,6 +200,7 @@ export class AuditLog {
     }
     this.counter = (this.counter + 1) % 2_176_782_336; // 36^6: six base-36 digits
     this.aggregates.set(key, {
+      key,
       minute,
       written: 0,
       row: {
@@ -233,25 +237,30 @@ export class AuditLog {
     return this.flush();
   }
 
-  /** Over the bound: forget a row storage already holds in full if there is one, else the oldest. */
+  /**
+   * Over the bound: forget a row storage already holds in full if one is among the oldest,
+   * else the oldest. The look is bounded: `record` runs on the token path, and while storage
+   * is down no row is written at all.
+   */
   private dropOldest(): void {
-    for (const [key, aggregate] of this.aggregates) {
+    let looked = 0;
+    for (const aggregate of this.aggregates.values()) {
       if (aggregate.written === aggregate.row.count) {
-        this.aggregates.delete(key);
+        this.aggregates.delete(aggregate.key);
         return;
       }
+      if (++looked === DROP_LOOKAHEAD) break;
     }
-    const [key, oldest] = this.aggregates.entries().next().value!;
-    this.aggregates.delete(key);
-    this.lose(oldest, 'dropped');
+    this.lose(this.aggregates.values().next().value!, 'dropped');
   }
 
   private lose(aggregate: Aggregate, as: 'dropped' | 'rejected'): number {
     const lost = aggregate.row.count - aggregate.written;
     this.unwritten -= lost;
     this.counts[as] += lost;
-    // Later events of the same minute start a new row instead of reviving this one.
     aggregate.written = aggregate.row.count;
+    // Later events of the same minute start a new row instead of adding to this one.
+    if (this.aggregates.get(aggregate.key) === aggregate) this.aggregates.delete(aggregate.key);
     return lost;
   }
 

@@ -249,6 +249,26 @@ describe('AuditLog', () => {
     expect(log.stats()).toMatchObject({ queued: 5, dropped: 3 });
   });
 
+  it('makes room by forgetting a row storage holds in full rather than the oldest unwritten one', async () => {
+    const table = new RecordingTable(newTable());
+    const { log } = auditLog({ table, maxQueue: 2 });
+    const submit = table.submitTransaction;
+    // Only the first tenant's partition fails, so the oldest row stays unwritten.
+    table.submitTransaction = async (actions, options) => {
+      if (String(actions[0]![1].partitionKey).startsWith('tnt_fail')) throw new RestError('Service Unavailable', { statusCode: 503 });
+      return submit(actions, options);
+    };
+    log.record(event({ tenantId: 'tnt_fail', keyId: 'key_oldest' }));
+    log.record(event({ tenantId: 'tnt_ok', keyId: 'key_written' }));
+    expect(await log.flush()).toEqual({ written: 1, requeued: 1, rejected: 0 });
+    table.submitTransaction = submit;
+
+    log.record(event({ tenantId: 'tnt_ok', keyId: 'key_newest' }));
+    expect(log.stats()).toMatchObject({ dropped: 0, queued: 2 });
+    await log.flush();
+    expect((await records(table.client)).map((row) => row.keyId).sort()).toEqual(['key_newest', 'key_oldest', 'key_written']);
+  });
+
   it('keeps the events of a failed flush and writes them on a later one', async () => {
     const table = new RecordingTable(newTable());
     const { log, errors } = auditLog({ table, maxQueue: 1_000 });
