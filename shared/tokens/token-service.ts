@@ -41,7 +41,10 @@ function notFound(): BrokerError {
   return new BrokerError('CONNECTION_NOT_FOUND', 'This key\'s tenant has no such connection.');
 }
 
-/** Rendered answers kept per instance: the hot connections, not all of them (each is a few KB). */
+/** Built once: the token path tests every reference against it. */
+const CONNECTION_ID = idPattern('con');
+
+/** Rendered answers kept per instance: the most recently rendered, not all of them (each is a few KB). */
 const RENDERED_ANSWERS = 256;
 
 /**
@@ -85,7 +88,7 @@ export class TokenService {
 
   private async lookup(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
     const { tables } = this.deps;
-    if (idPattern('con').test(reference)) {
+    if (CONNECTION_ID.test(reference)) {
       const found = await tables.connections.get(reference, '');
       if (!found || found.value.tenantId !== principal.tenantId) throw notFound();
       return found.value;
@@ -107,7 +110,6 @@ export class TokenService {
   issueFor(principal: TenantPrincipal, reference: string): Promise<string> {
     // The reference may be a mailbox: only ids go on the span.
     return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, async (span) => {
-      const at = () => this.deps.clock.now().toISOString();
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
@@ -115,15 +117,15 @@ export class TokenService {
         const token = await this.deps.accessTokens.get(connection);
         const { source } = token;
         const response = this.render(connection, token);
-        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, at: at(), outcome: 'issued', source });
+        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });
         span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
         recordTokenRequest('issued', source);
         return response;
       } catch (error) {
         const code = error instanceof BrokerError ? error.code : 'INTERNAL';
         const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
-        const connectionId = idPattern('con').test(reference) ? reference : null;
-        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, at: at(), outcome, code });
+        const connectionId = CONNECTION_ID.test(reference) ? reference : null;
+        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, outcome, code });
         span.setAttributes({ 'broker.outcome': outcome, 'broker.source': 'none', ...(connectionId ? { 'broker.connection_id': connectionId } : {}) });
         recordTokenRequest(outcome, 'none');
         throw error;

@@ -81,6 +81,8 @@ describe('npm start', () => {
       const first = start(env);
       await waitFor(first, 'Press Ctrl-C to stop.');
       const azuritePort = Number(/Azurite on 127\.0\.0\.1:(\d+)/.exec(first.output())?.[1]);
+      expect(azuritePort).toBeGreaterThan(0);
+      expect(await portOpen(azuritePort)).toBe(true);
       const auth = { authorization: `Bearer ${readFileSync(join(killedDir, 'operator-key'), 'utf8').trim()}` };
       const created = await fetch(`http://localhost:${port}/api/manage/tenants`, {
         method: 'POST',

@@ -244,6 +244,8 @@ describe('Table Storage faults in the keep-alive sweep', () => {
       proxy.failNext(SDK_ATTEMPTS, { status: 503, skip: 1, match: { method: 'PUT', pathIncludes: connectionRow(id) } });
       const failed = await broker.services.sweep.run();
       expect(failed.failed).toMatchObject({ STORAGE_UNAVAILABLE: 1 });
+      // Counted once: as failed, not also as refreshed.
+      expect(failed.refreshed + Object.values(failed.failed).reduce((sum, count) => sum + count, 0)).toBe(failed.due);
       // The rotated refresh token was stored before the row would have said so; the row did not
       // change, so the connection is still due, and its lease runs out by itself.
       const stranded = await row(id);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { newConnectionRecord } from '../../../shared/manage/connections.js';
 import type { StorageTables } from '../../../shared/storage/tables.js';
 import type { AccessToken, AccessTokens } from '../../../shared/tokens/access-tokens.js';
@@ -70,6 +70,23 @@ describe('TokenService.render', () => {
     const answer = JSON.parse(service.render(moved, second)) as Record<string, unknown>;
     expect(answer).toMatchObject({ username: 'renamed@contoso.example', imap: { host: 'outlook.office365.com', port: 993, security: 'tls' } });
     expect(answer).not.toHaveProperty('smtp');
+  });
+
+  it('renders a connection and token once, and anew once 256 other connections pushed it out', () => {
+    const answer = vi.spyOn(service, 'answer');
+    try {
+      const record = { ...connection(), id: 'con_oncerendered' };
+      const issued = token('eyJ.once');
+      const first = service.render(record, issued);
+      expect(service.render(record, issued)).toBe(first);
+      expect(answer).toHaveBeenCalledTimes(1);
+      for (let index = 0; index < 256; index += 1) service.render({ ...connection(), id: `con_other${index}` }, issued);
+      answer.mockClear();
+      service.render(record, issued);
+      expect(answer).toHaveBeenCalledTimes(1);
+    } finally {
+      answer.mockRestore();
+    }
   });
 
   it('refuses a token with control characters rather than render it', () => {
