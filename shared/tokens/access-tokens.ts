@@ -187,6 +187,9 @@ export class AccessTokens {
       const recentEnough = refreshedBefore === null || (row.value.lastRefreshAt ?? '') >= refreshedBefore;
       if (this.fresh(shared) && recentEnough) return this.remember(connectionId, shared);
       if (this.usable(shared)) lastSeen = shared;
+      // What may be served if no new token can be had. Not to a keep-alive: it wants to know
+      // that the refresh failed, and would count an old token as the connection kept alive.
+      const fallback = refreshedBefore === null ? lastSeen : null;
 
       const now = clock.now();
       const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
@@ -197,14 +200,12 @@ export class AccessTokens {
         const prefetched = fromList && row.value.mode === 'delegated' ? this.deps.secrets.get(secretNames.connectionRefreshToken(connectionId)) : null;
         prefetched?.catch(() => undefined);
         const leased = await this.takeLease(row, now);
-        // A keep-alive wants to know that the refresh failed, not get the old token back: it
-        // would count the connection as kept alive.
-        if (leased) return this.refreshHolding(leased, refreshedBefore === null ? lastSeen : null, options, prefetched);
+        if (leased) return this.refreshHolding(leased, fallback, options, prefetched);
         // The listed row changed since it was listed: read it now rather than wait a poll.
         if (fromList) continue;
       }
       if (now.getTime() > deadline) {
-        if (this.usable(lastSeen)) return this.remember(connectionId, lastSeen);
+        if (this.usable(fallback)) return this.remember(connectionId, fallback);
         // Not Microsoft's fault as far as this instance knows: the holder may be slow, or gone
         // with its lease standing until it expires (a crash, a failed write to storage).
         throw new BrokerError('REFRESH_IN_PROGRESS', 'Another instance is refreshing this token and has not finished; try again shortly.', {

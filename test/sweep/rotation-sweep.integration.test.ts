@@ -255,6 +255,24 @@ describe('the rotation sweep', () => {
     }
   });
 
+  it('counts a keep-alive whose refresh failed as failed, even with a valid token at hand', async () => {
+    const id = await connectMailbox(fixture, 'stillvalid@contoso.example');
+    const { tables } = fixture.broker.services;
+    await fixture.broker.services.accessTokens.get((await tables.connections.get(id, ''))!.value);
+    // The row holds a valid shared token, but says its last refresh was 8 days ago: due.
+    const current = (await tables.connections.get(id, ''))!;
+    expect(current.value.accessTokenCipher).not.toBeNull();
+    const longAgo = new Date(fixture.clock.now().getTime() - 8 * DAY).toISOString();
+    await tables.connections.replace({ ...current.value, lastRefreshAt: longAgo }, current.etag);
+
+    fixture.idp.failNext(1, { status: 503 });
+    const run = await countedSweep({ concurrency: 1 }).sweep.run();
+    expect(run).toMatchObject({ due: 1, refreshed: 0, failed: { MICROSOFT_UNAVAILABLE: 1 } });
+    expect(await status(id)).toMatchObject({ status: 'connected', lastRefreshAt: longAgo });
+    // Not due for the tests that follow.
+    expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
+  });
+
   it('picks up a client secret rotated during a run', async () => {
     const ids = [await connectMailbox(fixture, 'rot1@contoso.example'), await connectMailbox(fixture, 'rot2@contoso.example'), await connectMailbox(fixture, 'rot3@contoso.example')];
     fixture.clock.advance(8 * DAY);
