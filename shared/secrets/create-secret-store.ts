@@ -25,7 +25,7 @@ export function createSecretStore(config: Config, credential: () => TokenCredent
  * core pipeline it brings are loaded when a secret is first read or written, not when the
  * app starts. A token served from memory never gets here.
  */
-export function keyVaultSecretStoreOnFirstUse(options: KeyVaultSecretStoreOptions): DeferredSecretStore {
+function keyVaultSecretStoreOnFirstUse(options: KeyVaultSecretStoreOptions): DeferredSecretStore {
   return new DeferredSecretStore(async () => {
     const { KeyVaultSecretStore } = await import('./key-vault-store.js');
     return new KeyVaultSecretStore(options);

@@ -20,7 +20,7 @@ import type { DataKey } from './data-key.js';
  */
 
 /** Refresh ahead of expiry: a token with less than this left is not handed out when a refresh can succeed. */
-export const REFRESH_AHEAD_MS = 5 * 60_000;
+const REFRESH_AHEAD_MS = 5 * 60_000;
 const LEASE_MS = 30_000;
 /** Connections whose access token one instance keeps in memory (about 2 KB each). */
 const MEMORY_LIMIT = 50_000;

@@ -26,10 +26,6 @@ import type { EntityCodec } from '../storage/entity-table.js';
  * @see https://www.rfc-editor.org/rfc/rfc9700#section-4.8 (detecting misuse needs an audit trail)
  */
 
-/** Suggested name for StorageTables (prefixed like the others, e.g. `brokeraudit`). */
-export const AUDIT_TABLE_NAME = 'audit';
-/** Suggested default of `BROKER_AUDIT_RETENTION_DAYS`. */
-export const DEFAULT_AUDIT_RETENTION_DAYS = 90;
 /** Table Storage allows at most 100 operations in one entity group transaction. */
 export const MAX_TRANSACTION_ROWS = 100;
 
@@ -57,7 +53,7 @@ export const auditEventRecord = z.object({
 });
 export type AuditEventRecord = z.infer<typeof auditEventRecord>;
 
-export function auditPartitionKey(tenantId: string, at: string): string {
+function auditPartitionKey(tenantId: string, at: string): string {
   return `${tenantId}-${dayOf(at)}`;
 }
 

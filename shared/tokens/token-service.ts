@@ -61,7 +61,7 @@ interface RenderedAnswer {
 }
 
 /** How stale the token path's view of a connection (status, protocols) may be. */
-export const CONNECTION_CACHE_TTL_MS = 5_000;
+const CONNECTION_CACHE_TTL_MS = 5_000;
 
 export class TokenService {
   constructor(private readonly deps: TokenServiceDeps) {
