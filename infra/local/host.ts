@@ -8,10 +8,11 @@ import { ALL_METHODS, httpHandler, type HttpRegistration, type Registration, typ
 import { BrokerError } from '../../shared/errors.js';
 import { problemResponse, type PlainResponse } from '../../shared/http/problem.js';
 import { errorPage } from '../../shared/http/result-pages.js';
+import { LocalHttpRequest } from './local-request.js';
 import { bySpecificity, compileRoute, findRoute, type CompiledRoute } from './routes.js';
 
 // A CommonJS package whose classes Node's ESM loader cannot see as named exports.
-const { HttpRequest, InvocationContext } = functionsLibrary;
+const { InvocationContext } = functionsLibrary;
 
 /*
  * A small stand-in for the Functions host (Core Tools cannot be installed everywhere): it
@@ -187,12 +188,12 @@ export function createLocalHost(options: LocalHostOptions): Server {
       await send(response, early(new BrokerError('PAYLOAD_TOO_LARGE', 'The body is larger than 64 KB.'), path, found.route));
       return;
     }
-    const httpRequest = new HttpRequest({
+    const httpRequest = new LocalHttpRequest({
       method,
       url: `http://localhost${url.pathname}${url.search}`,
       headers: headersOf(request),
       params: found.params,
-      ...(body.byteLength > 0 ? { body: { bytes: body } } : {}),
+      body,
     });
     await send(response, await handlers.get(found.route)!(httpRequest, context(found.route.registration.name)));
   }
