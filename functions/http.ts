@@ -46,6 +46,9 @@ export const ALL_METHODS: HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/** Stateless between calls (no `stream` option), so one serves every request. */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 export function toHttpResponse(response: PlainResponse): HttpResponseInit {
   return { status: response.status, headers: response.headers, body: response.body };
 }
@@ -104,7 +107,7 @@ export async function readJson<T>(request: HttpRequest, schema: z.ZodType<T>): P
   if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    value = JSON.parse(strictUtf8.decode(bytes));
   } catch {
     throw new BrokerError('INVALID_JSON', 'The body is not valid UTF-8 JSON.');
   }

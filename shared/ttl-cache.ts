@@ -5,19 +5,28 @@ import type { Clock } from './clock.js';
  * (concurrent misses share it). For lookups on the hot path whose answer may lag a few
  * seconds on other instances; never for anything that must be exact.
  */
+const keepAll = (): boolean => true;
+
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number }>();
   private readonly loading = new Map<K, Promise<V>>();
 
   constructor(private readonly options: { ttlMs: number; maxEntries: number; clock: Clock }) {}
 
-  async get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = () => true): Promise<V> {
+  get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = keepAll): Promise<V> {
     const now = this.options.clock.now().getTime();
     const hit = this.entries.get(key);
-    if (hit && hit.until > now) return hit.value;
+    // Not an async function: a hit, the common case on the token path, resolves without one.
+    if (hit && hit.until > now) return Promise.resolve(hit.value);
     let pending = this.loading.get(key);
     if (!pending) {
-      pending = load()
+      let loaded: Promise<V>;
+      try {
+        loaded = load();
+      } catch (error) {
+        loaded = Promise.reject(error);
+      }
+      pending = loaded
         .then((value) => {
           if (keep(value)) this.set(key, value);
           return value;

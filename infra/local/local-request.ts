@@ -3,6 +3,9 @@ import type { ReadableStream } from 'node:stream/web';
 
 const { HttpRequest: FunctionsHttpRequest } = functionsLibrary;
 
+/** fetch's "UTF-8 decode": a leading BOM dropped, invalid sequences replaced. Stateless between calls. */
+const utf8 = new TextDecoder();
+
 export interface LocalRequestInit {
   method: string;
   /** Absolute and already normalised (the host builds it from a parsed URL). */
@@ -72,13 +75,12 @@ export class LocalHttpRequest implements HttpRequest {
 
   async text(): Promise<string> {
     if (this.#fetchRequest) return this.#fetchRequest.text();
-    // fetch's "UTF-8 decode": a leading BOM dropped, invalid sequences replaced.
-    return new TextDecoder().decode(this.#take());
+    return utf8.decode(this.#take());
   }
 
   async json(): Promise<unknown> {
     if (this.#fetchRequest) return this.#fetchRequest.json();
-    return JSON.parse(new TextDecoder().decode(this.#take())) as unknown;
+    return JSON.parse(utf8.decode(this.#take())) as unknown;
   }
 
   async blob(): Promise<Blob> {

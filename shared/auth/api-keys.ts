@@ -1,11 +1,11 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * API keys are 256 random bits; a plain SHA-256 is the right hash for them (a slow
  * password hash buys nothing against that much entropy and would slow every token call).
  */
 export function hashKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 /** Constant-time equality of two hex hashes of equal length. */

@@ -128,9 +128,19 @@ function statusOf(error: unknown): number | undefined {
 /** One row being counted: `row.count` grows as events arrive; `written` is what storage holds. */
 interface Aggregate {
   key: string;
+  /** `at` and `lastAt` are set from `firstMs` and `lastMs` when the row is taken for a write. */
   row: AuditEventRecord;
   minute: number;
   written: number;
+  firstMs: number;
+  lastMs: number;
+}
+
+/** Each part prefixed with its length, so no characters an id may hold can make two keys meet. */
+function aggregateKey(minute: number, ...parts: (string | null)[]): string {
+  let key = String(minute);
+  for (const part of parts) key += part === null ? '|-' : `|${part.length}:${part}`;
+  return key;
 }
 
 /** A write in flight: the row as it was sent, so a later event cannot change what is counted as written. */
@@ -179,26 +189,28 @@ export class AuditLog {
     }
     const given = event.at === undefined ? Number.NaN : Date.parse(event.at);
     const time = Number.isNaN(given) ? this.clock.now().getTime() : given;
-    const at = new Date(time).toISOString();
     const minute = time - (((time % MINUTE_MS) + MINUTE_MS) % MINUTE_MS);
     const connectionId = event.connectionId ?? null;
     const code = event.code === undefined ? null : event.code.slice(0, MAX_CODE_LENGTH);
     const source = event.source ?? null;
-    // JSON keeps the parts apart whatever characters the ids hold.
-    const key = JSON.stringify([minute, event.tenantId, event.keyId, connectionId, event.outcome, code, source]);
     this.unwritten += 1;
+    const key = aggregateKey(minute, event.tenantId, event.keyId, connectionId, event.outcome, code, source);
     const existing = this.aggregates.get(key);
     if (existing) {
       existing.row.count += 1;
-      if (at < existing.row.at) existing.row.at = at;
-      if (at > (existing.row.lastAt ?? '')) existing.row.lastAt = at;
+      // Times stay numbers until a flush: an ISO string per event would cost more than the count.
+      if (time < existing.firstMs) existing.firstMs = time;
+      if (time > existing.lastMs) existing.lastMs = time;
       return;
     }
     this.counter = (this.counter + 1) % 2_176_782_336; // 36^6: six base-36 digits
+    const at = new Date(time).toISOString();
     this.aggregates.set(key, {
       key,
       minute,
       written: 0,
+      firstMs: time,
+      lastMs: time,
       row: {
         id: `${String(MAX_TICKS - minute).padStart(16, '0')}_${this.instanceTag}${this.counter.toString(36).padStart(6, '0')}`,
         tenantId: event.tenantId,
@@ -287,7 +299,10 @@ export class AuditLog {
     const settledBefore = this.clock.now().getTime() - MINUTE_MS;
     const pending: Pending[] = [];
     for (const [key, aggregate] of this.aggregates) {
-      if (aggregate.written < aggregate.row.count) pending.push({ aggregate, row: { ...aggregate.row } });
+      if (aggregate.written < aggregate.row.count) {
+        const row = { ...aggregate.row, at: new Date(aggregate.firstMs).toISOString(), lastAt: new Date(aggregate.lastMs).toISOString() };
+        pending.push({ aggregate, row });
+      }
       else if (aggregate.minute < settledBefore || aggregate.written === 1) this.aggregates.delete(key);
     }
     return pending;

@@ -57,17 +57,21 @@ export class RateLimiter {
   /** Takes one request from `keyId`'s allowance; O(1) amortized. */
   take(keyId: string): RateDecision {
     const now = this.clock.now().getTime();
-    const bucket = this.buckets.get(keyId);
+    let bucket = this.buckets.get(keyId);
     let units = this.capacity;
     if (bucket) {
       // A minute refills the bucket entirely; capping elapsed first keeps the product exact.
       const elapsed = Math.min(Math.max(0, now - bucket.updatedAtMs), MINUTE_MS);
       units = Math.min(this.capacity, bucket.units + elapsed * this.limit);
       this.buckets.delete(keyId);
+    } else {
+      bucket = { units, updatedAtMs: now };
     }
     const allowed = units >= MINUTE_MS;
     if (allowed) units -= MINUTE_MS;
-    this.buckets.set(keyId, { units, updatedAtMs: now });
+    bucket.units = units;
+    bucket.updatedAtMs = now;
+    this.buckets.set(keyId, bucket);
     this.evict(now);
     if (allowed) return { allowed: true };
     const waitMs = Math.ceil((MINUTE_MS - units) / this.limit);
