@@ -115,8 +115,9 @@ export class LocalHttpRequest implements HttpRequest {
   #asFetchRequest(): Request {
     if (!this.#fetchRequest) {
       const request = new Request(this.url, { method: this.method, headers: this.headers, body: this.#bytes });
-      // A body already read here must look read there too: cancelling marks the stream disturbed.
-      if (this.#read) void request.body?.cancel();
+      // A body already read here must look read there too, as fetch leaves it: the stream
+      // disturbed (so `bodyUsed`) and still locked by the reader that drained it.
+      if (this.#read) void request.body?.getReader().cancel();
       this.#fetchRequest = request;
     }
     return this.#fetchRequest;
