@@ -1,6 +1,11 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import functionsLibrary from '@azure/functions';
 import autocannon from 'autocannon';
+import { httpHandler } from '../functions/http.js';
+import { token as tokenRoutes } from '../functions/token.js';
+import { LocalHttpRequest } from '../infra/local/local-request.js';
+import type { Services } from '../shared/composition.js';
 import { connectMailbox, tenantKey } from '../test/support/connect-fixture.js';
 import { monotonicUs, summarizeCpuProfile, type ProfileSummary, type ProfileWindow } from './support/cpu-profile.js';
 import { cpuSeconds, onCleanup, runMain, spawnBroker, spawnNode } from './support/procs.js';
@@ -15,6 +20,9 @@ import { postToken, progress, startStack } from './support/stack.js';
  *
  * A third target, the floor (floor-host.ts), is the local host answering the same body from
  * an empty handler: the price of the Functions programming model's per-request objects.
+ *
+ * Last, without any network: the same token handler called in this process (serially, then
+ * with 64 calls in flight), for the CPU the broker's own work costs per request.
  *
  * Flags: --duration 10 --warmup 3 --connections 64 --rounds 2
  *        --profile  (broker, floor and Azurite under --cpu-prof; slower, so its numbers are not the result)
@@ -33,6 +41,33 @@ interface Measured {
   cpu: Record<string, number>;
 }
 
+interface HandlerCost {
+  inFlight: number;
+  calls: number;
+  microsecondsPerCall: number;
+}
+
+/** The token route's handler as the host runs it (same registration, same request class), without sockets. */
+async function handlerCost(services: Services, key: string, connectionId: string): Promise<HandlerCost[]> {
+  const handler = httpHandler(tokenRoutes[0]!, () => services);
+  const body = Buffer.from(JSON.stringify({ connection: connectionId }));
+  const headers = { host: '127.0.0.1', authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': String(body.length) };
+  const context = new functionsLibrary.InvocationContext({ functionName: 'token', invocationId: 'bench', logHandler: () => undefined });
+  const once = async () => {
+    const answer = await handler(new LocalHttpRequest({ method: 'POST', url: 'http://localhost/api/token', headers, params: {}, body }), context);
+    if (answer.status !== 200) throw new Error(`the token handler answered ${answer.status}: ${String(answer.body)}`);
+  };
+  const run = async (inFlight: number, calls: number) => {
+    const started = process.hrtime.bigint();
+    for (let done = 0; done < calls; done += inFlight) await Promise.all(Array.from({ length: inFlight }, once));
+    return Number(process.hrtime.bigint() - started) / 1000 / calls;
+  };
+  await run(1, 20_000);
+  const costs: HandlerCost[] = [];
+  for (const inFlight of [1, 64]) costs.push({ inFlight, calls: 64_000, microsecondsPerCall: await run(inFlight, 64_000) });
+  return costs;
+}
+
 runMain(async () => {
   const flags = parseArgs();
   const duration = numberFlag(flags, 'duration', 10);
@@ -49,7 +84,8 @@ runMain(async () => {
     process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}`.trim();
   }
   progress('starting Azurite, the Key Vault fake and the sandbox identity provider');
-  const stack = await startStack();
+  // The in-process handler runs make ~150,000 calls with one key in a few seconds.
+  const stack = await startStack({ env: { BROKER_TOKEN_RATE_LIMIT: '1000000' } });
   if (profile) delete process.env.NODE_OPTIONS;
   const connectionId = await connectMailbox(stack, 'bench-token@contoso.example');
   const key = await tenantKey(stack);
@@ -114,6 +150,9 @@ runMain(async () => {
     }
   }
 
+  progress('the token handler in this process, without sockets');
+  const handler = profile ? [] : await handlerCost(stack.broker.services, key, connectionId);
+
   let profiles: Record<string, ProfileSummary> = {};
   if (profile) {
     await broker.stop();
@@ -164,6 +203,11 @@ runMain(async () => {
   }
   printTable(['round', 'target', 'req/s ÷ bare', 'target ≥ 0.5', 'p99 ÷ bare p99', 'target ≤ 2', 'req/s ÷ floor'], ratios);
 
+  if (handler.length > 0) {
+    console.log('The token handler alone, called in the benchmark\'s process (no sockets, no host): the CPU of the broker\'s own work.\n');
+    printTable(['calls in flight', 'calls', 'µs per call'], handler.map((row) => [row.inFlight, row.calls, row.microsecondsPerCall.toFixed(1)]));
+  }
+
   for (const [name, summary] of Object.entries(profiles)) {
     const span = summary.windowed ? 'the measured load against the broker' : 'the whole process life';
     console.log(`### CPU profile: ${name} (${Math.round(summary.busyMs)} ms busy of ${Math.round(summary.durationMs)} ms: ${span})\n`);
@@ -175,6 +219,6 @@ runMain(async () => {
     }
   }
   if (profile) console.log(`Profiles: ${profileDir} (open in Chrome DevTools › Performance, or speedscope)\n`);
-  const saved = saveJson('token', { machine: info, connections, duration, warmup, bodyBytes: Buffer.byteLength(cached.body), measured, profiles });
+  const saved = saveJson('token', { machine: info, connections, duration, warmup, bodyBytes: Buffer.byteLength(cached.body), measured, handler, profiles });
   console.log(`Raw figures: ${saved}`);
 });

@@ -23,9 +23,9 @@ export interface Stack extends ConnectFixture {
   brokerEnv(extra?: Record<string, string>): NodeJS.ProcessEnv;
 }
 
-export async function startStack(): Promise<Stack> {
+export async function startStack(options: { env?: Record<string, string> } = {}): Promise<Stack> {
   const before = new Set(childPids(process.pid, /azurite/));
-  const fixture = await startConnectFixture();
+  const fixture = await startConnectFixture(options);
   // Idempotent: a benchmark may stop the stack itself (to have Azurite write its profile).
   let closing: Promise<void> | undefined;
   const close = () => (closing ??= fixture.close());
