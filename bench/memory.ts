@@ -1,6 +1,6 @@
 import { odata } from '@azure/data-tables';
 import { DataKey } from '../shared/tokens/data-key.js';
-import { connectMailbox, tenantKey } from '../test/support/connect-fixture.js';
+import { connectMailbox, refreshGrants, tenantKey } from '../test/support/connect-fixture.js';
 import { heapAfterGc, memoryMiB, runMain, spawnBroker } from './support/procs.js';
 import { machine, numberFlag, parseArgs, printMachine, printTable, saveJson, sleep } from './support/report.js';
 import { connectedRow, inPool, postToken, progress, startStack } from './support/stack.js';
@@ -74,7 +74,7 @@ runMain(async () => {
   measure('1 connection cached (after 3 s idle)');
   await measureAfterGc('1 connection cached, after a full GC');
 
-  const refreshesBefore = stack.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+  const refreshesBefore = refreshGrants(stack);
   const pass = async (name: string) => {
     const statuses: Record<number, number> = {};
     const started = performance.now();
@@ -98,7 +98,7 @@ runMain(async () => {
   await sleep(10_000);
   measure(`${connections} cached: after 15 s idle`);
   await measureAfterGc(`${connections} cached, after a full GC`);
-  const refreshes = stack.idp.requests().filter((request) => request.grantType === 'refresh_token').length - refreshesBefore;
+  const refreshes = refreshGrants(stack) - refreshesBefore;
 
   // The audit trail says where each token came from (written in batches about every second).
   await sleep(2500);

@@ -9,7 +9,7 @@ import { registrations } from '../../functions/registrations.js';
 import { runtimeManifest } from '../../infra/azure/package.mjs';
 import { BUNDLE_DIR, bundleFunctions } from '../../scripts/bundle.mjs';
 import { OPERATOR_KEY } from '../support/broker.js';
-import { connectMailbox, sharedBrokerEnv, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { connectMailbox, sharedBrokerEnv, refreshGrants as grantsAnswered, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
 
 /*
  * The deployed app, as the Functions worker runs it. The esbuild bundle is built into a
@@ -110,7 +110,7 @@ const tokenCalls = (): Invocation[] =>
     body: { connection: connectionId },
   }));
 
-const refreshGrants = () => fixture.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+const refreshGrants = () => grantsAnswered(fixture);
 
 describe('the deployed bundle under the Functions worker', () => {
   it('registers every function of the registration table, and the terminate hook, from a folder without node_modules', async () => {

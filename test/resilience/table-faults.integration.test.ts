@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { mailboxIndexRowKey, type ConnectionRecord } from '../../shared/storage/records.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
-import { connectMailbox, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { connectMailbox, refreshGrants as grantsAnswered, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
 import { startTableFaultProxy, type TableFaultProxy } from '../support/table-fault-proxy.js';
 import { KEY_CACHE_TTL_MS } from '../../shared/manage/tenants.js';
 
@@ -77,7 +77,7 @@ async function expectProblem(response: Response, status: number, code: string): 
   return problem;
 }
 
-const refreshGrants = () => fixture.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+const refreshGrants = () => grantsAnswered(fixture);
 /** The unfaulted view: the fixture broker's tables talk to Azurite directly. */
 const direct = () => fixture.broker.services.tables;
 const row = async (id: string): Promise<ConnectionRecord | null> => (await direct().connections.get(id, ''))?.value ?? null;

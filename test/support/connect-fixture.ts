@@ -38,6 +38,11 @@ export interface ConnectFixture {
   close(): Promise<void>;
 }
 
+/** Refresh-token grants the sandbox identity provider has answered so far (each one is a call to "Microsoft"). */
+export function refreshGrants(fixture: Pick<ConnectFixture, 'idp'>): number {
+  return fixture.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+}
+
 export async function startConnectFixture(options: { env?: Record<string, string> } = {}): Promise<ConnectFixture> {
   const clock = movableClock();
   const logs: string[] = [];

@@ -9,7 +9,7 @@ import type { StorageTables } from '../../shared/storage/tables.js';
 import { AccessTokens } from '../../shared/tokens/access-tokens.js';
 import { DataKey } from '../../shared/tokens/data-key.js';
 import { OPERATOR_KEY } from '../support/broker.js';
-import { connectMailbox, startConnectFixture, type ConnectFixture } from '../support/connect-fixture.js';
+import { connectMailbox, refreshGrants as grantsAnswered, startConnectFixture, type ConnectFixture } from '../support/connect-fixture.js';
 
 /*
  * The rotate-tokens sweep against the real stack: it redeems refresh tokens before
@@ -28,7 +28,7 @@ afterAll(async () => {
   await fixture?.close();
 });
 
-const refreshGrants = () => fixture.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+const refreshGrants = () => grantsAnswered(fixture);
 
 async function runTimer(): Promise<RunRecord> {
   const response = await fetch(`${fixture.broker.baseUrl}/admin/functions/rotate-tokens`, { method: 'POST', headers: { authorization: `Bearer ${OPERATOR_KEY}` } });

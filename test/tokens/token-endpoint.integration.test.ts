@@ -3,7 +3,7 @@ import { freePort } from '../../infra/local/free-port.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { OPERATOR_KEY, startTestBroker } from '../support/broker.js';
 import { killBrokerProcesses, startBrokerProcess, waitForOutput } from '../support/broker-process.js';
-import { connectMailbox, sharedBrokerEnv, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
+import { connectMailbox, sharedBrokerEnv, refreshGrants as grantsAnswered, startConnectFixture, tenantKey, type ConnectFixture } from '../support/connect-fixture.js';
 
 /*
  * POST /api/token against the real stack: Azurite, the Key Vault fake through SecretClient,
@@ -30,7 +30,7 @@ function requestToken(connection: string, options: { key?: string | null; base?:
   return fetch(`${options.base ?? fixture.broker.baseUrl}/api/token`, { method: 'POST', headers, body: JSON.stringify({ connection }) });
 }
 
-const refreshGrants = () => fixture.idp.requests().filter((request) => request.grantType === 'refresh_token').length;
+const refreshGrants = () => grantsAnswered(fixture);
 
 describe('POST /api/token', () => {
   it('returns a fresh token, the XOAUTH2 string and host hints, then serves it from cache', async () => {
