@@ -11,7 +11,14 @@ export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number }>();
   private readonly loading = new Map<K, Promise<V>>();
 
-  constructor(private readonly options: { ttlMs: number; maxEntries: number; clock: Clock }) {}
+  constructor(
+    private readonly options: {
+      /** How long a loaded value is kept; a function when it depends on the value (a failure kept shorter, say). */
+      ttlMs: number | ((value: V) => number);
+      maxEntries: number;
+      clock: Clock;
+    },
+  ) {}
 
   get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = keepAll): Promise<V> {
     const now = this.options.clock.now().getTime();
@@ -48,12 +55,14 @@ export class TtlCache<K, V> {
   private set(key: K, value: V): void {
     const now = this.options.clock.now().getTime();
     this.entries.delete(key);
-    // Map keeps insertion order and every entry lives equally long, so the oldest come first:
-    // expired ones are dropped as new ones arrive, and the size bound drops the oldest live one.
+    // Map keeps insertion order, so the oldest come first: expired ones at the front are
+    // dropped as new ones arrive, and the size bound drops the oldest live one. (With a TTL per
+    // value, an expired entry behind a live one waits its turn; `get` never returns it.)
     for (const [oldest, entry] of this.entries) {
       if (entry.until > now && this.entries.size < this.options.maxEntries) break;
       this.entries.delete(oldest);
     }
-    this.entries.set(key, { value, until: now + this.options.ttlMs });
+    const { ttlMs } = this.options;
+    this.entries.set(key, { value, until: now + (typeof ttlMs === 'function' ? ttlMs(value) : ttlMs) });
   }
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TtlCache } from '../ttl-cache.js';
 
 /*
  * The OpenID configuration of each tenant authority, fetched once a day per process instead
@@ -44,55 +45,26 @@ const discoveryDocument = z.object({
   jwks_uri: z.url(),
 });
 
-type Entry = { document: AuthorityDocument | null; until: number };
-
 export class AuthorityMetadataCache {
-  private readonly entries = new Map<string, Entry>();
-  private readonly loading = new Map<string, Promise<AuthorityDocument | null>>();
+  private readonly documents: TtlCache<string, AuthorityDocument | null>;
   private readonly authorityHost: string;
 
   constructor(private readonly options: AuthorityMetadataOptions) {
     this.authorityHost = new URL(options.authorityHost).host.toLowerCase();
-  }
-
-  private now(): number {
-    return this.options.now?.() ?? Date.now();
+    const ttlMs = options.ttlMs ?? 24 * 3_600_000;
+    const failureTtlMs = options.failureTtlMs ?? 60_000;
+    const now = options.now ?? Date.now;
+    this.documents = new TtlCache({
+      ttlMs: (document) => (document ? ttlMs : failureTtlMs),
+      maxEntries: options.maxEntries ?? 1_000,
+      clock: { now: () => new Date(now()) },
+    });
   }
 
   /** The tenant's document, or `null` when MSAL should discover the authority by itself. */
   get(tenant: string): Promise<AuthorityDocument | null> {
     const key = tenant.toLowerCase();
-    const hit = this.entries.get(key);
-    if (hit && hit.until > this.now()) return Promise.resolve(hit.document);
-    let pending = this.loading.get(key);
-    if (!pending) {
-      pending = this.fetch(key)
-        .then((document) => {
-          const ttl = document ? (this.options.ttlMs ?? 24 * 3_600_000) : (this.options.failureTtlMs ?? 60_000);
-          this.remember(key, { document, until: this.now() + ttl });
-          return document;
-        })
-        .finally(() => this.loading.delete(key));
-      this.loading.set(key, pending);
-    }
-    return pending;
-  }
-
-  /** Forgets a tenant's document, so the next call fetches it again. */
-  forget(tenant: string): void {
-    this.entries.delete(tenant.toLowerCase());
-  }
-
-  private remember(key: string, entry: Entry): void {
-    this.entries.delete(key);
-    const max = this.options.maxEntries ?? 1_000;
-    // Insertion order is age order; expired entries go first, then the oldest live one.
-    const now = this.now();
-    for (const [oldest, old] of this.entries) {
-      if (old.until > now && this.entries.size < max) break;
-      this.entries.delete(oldest);
-    }
-    this.entries.set(key, entry);
+    return this.documents.get(key, () => this.fetch(key));
   }
 
   private async fetch(tenant: string): Promise<AuthorityDocument | null> {

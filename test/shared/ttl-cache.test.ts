@@ -44,4 +44,20 @@ describe('TtlCache', () => {
     // Everything older than the TTL went with that insert.
     expect((cache as unknown as { entries: Map<number, unknown> }).entries.size).toBe(1);
   });
+
+  it('keeps each value as long as its own TTL says, and a load that throws is not kept', async () => {
+    const time = clock();
+    const cache = new TtlCache<string, string | null>({ ttlMs: (value) => (value === null ? 100 : 10_000), maxEntries: 10, clock: time });
+    let loads = 0;
+    const found = async () => ((loads += 1), 'document');
+    const missing = async () => ((loads += 1), null);
+    await cache.get('good', found);
+    await cache.get('bad', missing);
+    time.advance(101);
+    await cache.get('good', found);
+    await cache.get('bad', missing);
+    expect(loads).toBe(3);
+    await expect(cache.get('thrown', () => { throw new Error('synchronous'); })).rejects.toThrow('synchronous');
+    expect(await cache.get('thrown', found)).toBe('document');
+  });
 });
