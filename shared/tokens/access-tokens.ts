@@ -408,6 +408,11 @@ export class AccessTokens {
       case 'loop_detected':
         await this.release(leased, { statusReason: reason, retryNotBefore: pause });
         break;
+      case 'unknown':
+        // A refusal the broker has no rule for: shown on the connection with Microsoft's code
+        // and words (status `error`), still served and swept, and cleared by the next success.
+        await this.release(leased, { status: 'error', statusReason: reason, retryNotBefore: null });
+        break;
       default:
         await this.release(leased, { retryNotBefore: failure.class === 'transient' ? pause : null });
     }

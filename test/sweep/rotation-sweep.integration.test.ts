@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EntraError } from '../../infra/local/sandbox-idp/entra-errors.js';
 import type { IdentityClient } from '../../shared/identity/msal-identity.js';
 import { AppsService } from '../../shared/manage/apps.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
@@ -270,6 +271,24 @@ describe('the rotation sweep', () => {
     expect(run).toMatchObject({ due: 1, refreshed: 0, failed: { MICROSOFT_UNAVAILABLE: 1 } });
     expect(await status(id)).toMatchObject({ status: 'connected', lastRefreshAt: longAgo });
     // Not due for the tests that follow.
+    expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
+  });
+
+  it('marks a refusal it has no rule for as error, and the next run tries that connection again even when it is not stale', async () => {
+    const id = await connectMailbox(fixture, 'unruled@contoso.example');
+    fixture.clock.advance(8 * DAY);
+    try {
+      fixture.idp.failNext(1, { refuse: new EntraError(50059, 'invalid_request', 'No tenant-identifying information found in either the request or implied by any provided credentials.') });
+      const first = await countedSweep({ concurrency: 1 }).sweep.run();
+      expect(first).toMatchObject({ due: 1, refreshed: 0, failed: { MICROSOFT_UNAVAILABLE: 1 } });
+      expect(await status(id)).toMatchObject({ status: 'error', statusReason: { code: 'AADSTS50059' } });
+    } finally {
+      fixture.clock.advance(-8 * DAY);
+    }
+    // Back to connect time: by age the connection is not due, by its mark it is.
+    const second = await countedSweep({ concurrency: 1 }).sweep.run();
+    expect(second).toMatchObject({ due: 1, refreshed: 1, failed: {} });
+    expect(await status(id)).toMatchObject({ status: 'connected', statusReason: null });
     expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
   });
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../infra/local/free-port.js';
+import { EntraError } from '../../infra/local/sandbox-idp/entra-errors.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
 import { OPERATOR_KEY, startTestBroker } from '../support/broker.js';
 import { killBrokerProcesses, startBrokerProcess, waitForOutput } from '../support/broker-process.js';
@@ -228,6 +229,21 @@ describe('POST /api/token', () => {
     expect(await response.json()).toMatchObject({ code: 'MICROSOFT_UNAVAILABLE' });
     const connection = (await (await fixture.broker.call('GET', `/api/manage/connections/${connectionId}`)).json()) as Record<string, unknown>;
     expect(connection.status).toBe('connected');
+  });
+
+  it('shows a refusal it has no rule for on the connection (status error, Microsoft\'s code and words), and clears it on the next success', async () => {
+    const connectionId = await connectMailbox(fixture, 'unclassified@contoso.example');
+    const sentence = 'No tenant-identifying information found in either the request or implied by any provided credentials.';
+    fixture.idp.failNext(1, { refuse: new EntraError(50059, 'invalid_request', sentence) });
+    const refused = await requestToken(connectionId);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({ code: 'MICROSOFT_UNAVAILABLE' });
+    const marked = (await (await fixture.broker.call('GET', `/api/manage/connections/${connectionId}`)).json()) as Record<string, unknown>;
+    expect(marked).toMatchObject({ status: 'error', statusReason: { code: 'AADSTS50059', message: expect.stringContaining(sentence) as unknown } });
+    // Still tried: the next request refreshes, answers, and the mark is gone.
+    expect((await requestToken(connectionId)).status).toBe(200);
+    const cleared = (await (await fixture.broker.call('GET', `/api/manage/connections/${connectionId}`)).json()) as Record<string, unknown>;
+    expect(cleared).toMatchObject({ status: 'connected', statusReason: null });
   });
 
   it('keeps serving a still-valid token while Key Vault cannot be read, answers 503 without one, and lets go of the lease', async () => {

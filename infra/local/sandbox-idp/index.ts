@@ -58,6 +58,8 @@ export interface TokenFault {
    * body cut off mid-way, as a proxy that lost the upstream connection can send.
    */
   broken?: 'reset' | 'truncated-json';
+  /** A refusal in Entra's own shape, for one the broker may not know (`new EntraError(50059, 'invalid_request', …)`). */
+  refuse?: EntraError;
 }
 
 export interface SandboxIdentityProvider {
@@ -160,6 +162,7 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
         if (fault?.broken === 'truncated-json') {
           return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
         }
+        if (fault?.refuse) return { ...json(fault.refuse.status, errorBody(fault.refuse, context)), aadsts: fault.refuse.code };
         if (fault?.status) {
           const failure = faultError(fault.status);
           const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
