@@ -57,7 +57,6 @@ export function toHttpResponse(response: PlainResponse): HttpResponseInit {
 export function httpHandler(registration: HttpRegistration, services: ServicesProvider) {
   const allow = Object.keys(registration.methods);
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
-    const instance = new URL(request.url).pathname;
     try {
       const endpoint = registration.methods[request.method.toUpperCase() as HttpMethod];
       if (!endpoint) {
@@ -66,6 +65,8 @@ export function httpHandler(registration: HttpRegistration, services: ServicesPr
       return toHttpResponse(await endpoint({ request, services: services(), context }));
     } catch (error) {
       const log = (message: string, cause: unknown) => context.error(message, cause);
+      // The problem's `instance`; parsed only on this path, not for every answer.
+      const instance = new URL(request.url).pathname;
       return toHttpResponse(registration.errors === 'page' ? errorPage(error, log) : problemResponse(error, instance, log));
     }
   };

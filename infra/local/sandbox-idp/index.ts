@@ -48,6 +48,8 @@ export interface SandboxRequest {
 }
 
 export interface TokenFault {
+  /** Which endpoint's next request it hits: the token endpoint unless said otherwise. */
+  endpoint?: 'token' | 'openid-configuration';
   /** Without a status or a broken answer the request is answered normally, after `delayMs`. */
   status?: 429 | 500 | 503;
   retryAfterSeconds?: number;
@@ -82,7 +84,7 @@ export interface SandboxIdentityProvider {
   /** Every request so far; never a secret, code or token. */
   requests(): readonly SandboxRequest[];
   clearRequests(): void;
-  /** The next `count` token requests fail with `fault`. */
+  /** The next `count` requests to the fault's endpoint (the token endpoint by default) fail with `fault`. */
   failNext(count: number, fault: TokenFault): void;
   close(): Promise<void>;
 }
@@ -102,6 +104,26 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
   const flows: FlowDeps = { directory, clock, interactions: new InteractionStore(clock) };
   const log: SandboxRequest[] = [];
   const faults: TokenFault[] = [];
+  /** The first queued fault for this endpoint, taken off the queue; faults for the others stay. */
+  const takeFault = (endpoint: NonNullable<TokenFault['endpoint']>): TokenFault | undefined => {
+    const index = faults.findIndex((fault) => (fault.endpoint ?? 'token') === endpoint);
+    return index < 0 ? undefined : faults.splice(index, 1)[0];
+  };
+  /** What a fault answers instead of the endpoint, or nothing when the endpoint answers (after any delay). */
+  const faultReply = async (fault: TokenFault | undefined, context: ErrorContext): Promise<Reply | null> => {
+    if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+    if (fault?.broken === 'reset') return { status: 0, headers: {}, body: '', reset: true };
+    if (fault?.broken === 'truncated-json') {
+      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
+    }
+    if (fault?.refuse) return { ...json(fault.refuse.status, errorBody(fault.refuse, context)), aadsts: fault.refuse.code };
+    if (fault?.status) {
+      const failure = faultError(fault.status);
+      const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
+      return { ...json(fault.status, errorBody(failure, context), headers), aadsts: failure.code };
+    }
+    return null;
+  };
   const hosts = { authority: '', signIn: '' };
 
   const tokenDeps = (): TokenDeps => ({
@@ -140,7 +162,8 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
     'v2.0/.well-known/openid-configuration': {
       endpoint: 'openid-configuration',
       method: 'GET',
-      handle: async (segment) => json(200, metadata(directory.resolveTenant(segment), segment)),
+      handle: async (segment, _url, _req, context) =>
+        (await faultReply(takeFault('openid-configuration'), context)) ?? json(200, metadata(directory.resolveTenant(segment), segment)),
     },
     'discovery/v2.0/keys': {
       endpoint: 'keys',
@@ -156,19 +179,7 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
       handle: async (segment, _url, req, context, record) => {
         const params = formParameters(req, await readBody(req));
         record.grantType = params.get('grant_type') ?? undefined;
-        const fault = faults.shift();
-        if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
-        if (fault?.broken === 'reset') return { status: 0, headers: {}, body: '', reset: true };
-        if (fault?.broken === 'truncated-json') {
-          return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
-        }
-        if (fault?.refuse) return { ...json(fault.refuse.status, errorBody(fault.refuse, context)), aadsts: fault.refuse.code };
-        if (fault?.status) {
-          const failure = faultError(fault.status);
-          const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
-          return { ...json(fault.status, errorBody(failure, context), headers), aadsts: failure.code };
-        }
-        return handleTokenRequest(tokenDeps(), segment, req, params, context);
+        return (await faultReply(takeFault('token'), context)) ?? handleTokenRequest(tokenDeps(), segment, req, params, context);
       },
     },
   };

@@ -93,6 +93,30 @@ describe('MsalIdentityClient and the authority metadata', () => {
     expect(metadataGets('organizations')).toBe(2);
   });
 
+  it('refreshes through MSAL\'s own discovery while the document cannot be fetched, and fetches it again a minute later', async () => {
+    let now = Date.now();
+    let refreshToken = await signIn(new MsalIdentityClient({ authorityHost: idp.authorityHost }));
+    const identity = new MsalIdentityClient({ authorityHost: idp.authorityHost, now: () => now });
+    const refresh = async () => {
+      const tokens = await identity.refresh({ app, scopes, refreshToken });
+      expect(tokens.accessToken).not.toBe('');
+      refreshToken = tokens.refreshToken;
+    };
+    idp.clearRequests();
+    idp.failNext(1, { endpoint: 'openid-configuration', status: 503 });
+    await refresh();
+    // Ours failed (503), then MSAL asked for itself and got it.
+    expect(idp.requests().filter((request) => request.endpoint === 'openid-configuration').map((request) => request.status)).toEqual([503, 200]);
+    // Within the minute the failure is remembered: MSAL keeps discovering, once per call.
+    await refresh();
+    expect(metadataGets('organizations')).toBe(3);
+    now += 61_000;
+    await refresh();
+    await refresh();
+    // One more fetch of ours, kept: the refresh after it needed none.
+    expect(metadataGets('organizations')).toBe(4);
+  });
+
   it('still refreshes when the document cannot be had, letting MSAL discover the authority itself', async () => {
     // The sandbox refuses an unknown tenant's document (400 AADSTS90002), as Entra does.
     const identity = new MsalIdentityClient({ authorityHost: idp.authorityHost });
