@@ -23,9 +23,9 @@ export interface LocalRequestInit {
  * `Request` whose body is a web stream; building and draining that costs more CPU than the
  * broker's whole cached token path (about 22 µs per call on an idle core, three times that
  * under load). The host has the body in memory already, so the common reads — headers,
- * `arrayBuffer`, `text`, `json` — come straight from it. Anything rarer (`body` as a
- * stream, `blob`, `formData`, `user`) is answered by the library's own objects, built on
- * first use.
+ * `arrayBuffer`, `text`, `json` — come straight from it. Anything rarer is answered as the
+ * library answers it, built on first use: `body` as a stream, `blob` and `formData` by a
+ * fetch `Request`, `user` by the library's own class.
  */
 export class LocalHttpRequest implements HttpRequest {
   readonly method: string;
