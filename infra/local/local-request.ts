@@ -6,11 +6,14 @@ const { HttpRequest: FunctionsHttpRequest } = functionsLibrary;
 /** fetch's "UTF-8 decode": a leading BOM dropped, invalid sequences replaced. Stateless between calls. */
 const utf8 = new TextDecoder();
 
+/** The methods fetch upper-cases whatever their case (PATCH is not among them). */
+const NORMALISED_METHODS = new Set(['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT']);
+
 export interface LocalRequestInit {
   method: string;
   /** Absolute and already normalised (the host builds it from a parsed URL). */
   url: string;
-  headers: Record<string, string>;
+  headers: Record<string, string> | Headers;
   params: Record<string, string>;
   /** Already read in full by the host; empty means no body. */
   body: Uint8Array;
@@ -34,18 +37,20 @@ export class LocalHttpRequest implements HttpRequest {
   readonly params: HttpRequestParams;
   readonly #bytes: Uint8Array | null;
   #query: URLSearchParams | undefined;
+  /** `undefined` until asked for; `null` (no principal) is an answer and kept, as the library keeps it. */
   #user: HttpRequestUser | null | undefined;
   /** Built only when a caller wants the body as a stream, a blob or form data; from then on it owns the body. */
   #fetchRequest: Request | undefined;
   #read = false;
 
   constructor(init: LocalRequestInit) {
-    this.method = init.method;
+    const upper = init.method.toUpperCase();
+    this.method = NORMALISED_METHODS.has(upper) ? upper : init.method;
     this.url = init.url;
     this.headers = new Headers(init.headers);
     this.params = init.params;
     // As the library does: GET and HEAD never carry a body.
-    this.#bytes = init.body.byteLength > 0 && init.method !== 'GET' && init.method !== 'HEAD' ? init.body : null;
+    this.#bytes = init.body.byteLength > 0 && upper !== 'GET' && upper !== 'HEAD' ? init.body : null;
   }
 
   get query(): URLSearchParams {
@@ -55,7 +60,7 @@ export class LocalHttpRequest implements HttpRequest {
 
   get user(): HttpRequestUser | null {
     // The library derives it from the App Service authentication headers; let it.
-    this.#user ??= new FunctionsHttpRequest({ method: 'GET', url: this.url, headers: Object.fromEntries(this.headers) }).user;
+    if (this.#user === undefined) this.#user = new FunctionsHttpRequest({ method: 'GET', url: this.url, headers: Object.fromEntries(this.headers) }).user;
     return this.#user;
   }
 
@@ -84,11 +89,11 @@ export class LocalHttpRequest implements HttpRequest {
   }
 
   async blob(): Promise<Blob> {
-    return this.#asFetchRequest().blob();
+    return this.#asFetchRequest({ withCurrentContentType: true }).blob();
   }
 
   async formData(): Promise<FormData> {
-    return this.#asFetchRequest().formData();
+    return this.#asFetchRequest({ withCurrentContentType: true }).formData();
   }
 
   clone(): HttpRequest {
@@ -96,7 +101,7 @@ export class LocalHttpRequest implements HttpRequest {
     const copy = new LocalHttpRequest({
       method: this.method,
       url: this.url,
-      headers: Object.fromEntries(this.headers),
+      headers: this.headers,
       params: { ...this.params },
       body: this.#fetchRequest ? new Uint8Array(0) : (this.#bytes ?? new Uint8Array(0)),
     });
@@ -112,13 +117,22 @@ export class LocalHttpRequest implements HttpRequest {
     return this.#bytes;
   }
 
-  #asFetchRequest(): Request {
+  /**
+   * The fetch `Request` that owns the body from now on. It copied the headers when it was
+   * built; the library's request shares one `Headers` with its fetch `Request`, so the readers
+   * that depend on a header (`blob`, `formData`: the content type) get the current one.
+   */
+  #asFetchRequest(options: { withCurrentContentType?: boolean } = {}): Request {
     if (!this.#fetchRequest) {
       const request = new Request(this.url, { method: this.method, headers: this.headers, body: this.#bytes });
       // A body already read here must look read there too, as fetch leaves it: the stream
       // disturbed (so `bodyUsed`) and still locked by the reader that drained it.
       if (this.#read) void request.body?.getReader().cancel();
       this.#fetchRequest = request;
+    } else if (options.withCurrentContentType) {
+      const type = this.headers.get('content-type');
+      if (type === null) this.#fetchRequest.headers.delete('content-type');
+      else this.#fetchRequest.headers.set('content-type', type);
     }
     return this.#fetchRequest;
   }
