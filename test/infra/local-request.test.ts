@@ -118,7 +118,7 @@ const headerChange = fc.oneof(
   fc.constant(undefined),
   contentType.map((type) => (headers: Headers) => headers.set('content-type', type)),
   fc.constant((headers: Headers) => headers.delete('content-type')),
-  fc.constant((headers: Headers) => headers.append('set-cookie', 'a=1')),
+  fc.constant((headers: Headers) => ['a=1', 'b=2'].forEach((cookie) => headers.append('set-cookie', cookie))),
   fc.constant((headers: Headers) => headers.set('x-ms-client-principal', Buffer.from(JSON.stringify({ identityProvider: 'aad', userId: 'late', userDetails: 'late@contoso.example' })).toString('base64'))),
 );
 
