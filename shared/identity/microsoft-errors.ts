@@ -48,6 +48,8 @@ export interface MicrosoftFailure {
   operatorAlert: boolean;
   /** Seconds to wait before calling Microsoft again for this connection, when known. */
   retryAfterSeconds: number | null;
+  /** True when Microsoft's token endpoint answered with this error; false for msal's own, the network's or the broker's. */
+  fromMicrosoft: boolean;
 }
 
 export interface MicrosoftErrorOutcome {
@@ -556,6 +558,7 @@ function classify(raw: RawError, operation: MicrosoftOperation, context: Classif
     blamesMailbox: outcome.blamesMailbox ?? defaults.blamesMailbox,
     operatorAlert: outcome.operatorAlert ?? defaults.operatorAlert,
     retryAfterSeconds: retryAfter(outcome.class, raw, context),
+    fromMicrosoft: answeredByMicrosoft(raw),
   };
 }
 
@@ -585,7 +588,12 @@ function fallbackRule(raw: RawError): MicrosoftErrorRule | undefined {
  * parameters can be forged by anyone who sends a link, so they are never echoed.
  */
 function trustedSentence(raw: RawError): string {
-  return raw.kind === 'server' || raw.kind === 'interaction' || raw.kind === 'body' ? firstSentence(raw.description) : '';
+  return answeredByMicrosoft(raw) ? firstSentence(raw.description) : '';
+}
+
+/** An error body from the token endpoint (as msal raised it, or read directly), not a redirect, msal or the broker. */
+function answeredByMicrosoft(raw: RawError): boolean {
+  return raw.kind === 'server' || raw.kind === 'interaction' || raw.kind === 'body';
 }
 
 function unknownFailure(raw: RawError, code: string, aadsts: number | null, context: ClassifyContext): MicrosoftFailure {
@@ -601,6 +609,7 @@ function unknownFailure(raw: RawError, code: string, aadsts: number | null, cont
         : "Check the broker's logs around this time and report the error if it repeats.",
     ...MICROSOFT_ERROR_CLASS_DEFAULTS.unknown,
     retryAfterSeconds: retryAfter('unknown', raw, context),
+    fromMicrosoft: answeredByMicrosoft(raw),
   };
 }
 

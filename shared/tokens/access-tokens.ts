@@ -409,9 +409,10 @@ export class AccessTokens {
         await this.release(leased, { statusReason: reason, retryNotBefore: pause });
         break;
       case 'unknown':
-        // A refusal the broker has no rule for: shown on the connection with Microsoft's code
-        // and words (status `error`), still served and swept, and cleared by the next success.
-        await this.release(leased, { status: 'error', statusReason: reason, retryNotBefore: null });
+        // A refusal from Microsoft the broker has no rule for: shown on the connection with
+        // Microsoft's code and words (status `error`), still served and retried, cleared by the
+        // next success. An unexplained failure on this side (msal, the broker) does not mark it.
+        await this.release(leased, failure.fromMicrosoft ? { status: 'error', statusReason: reason, retryNotBefore: null } : { retryNotBefore: null });
         break;
       default:
         await this.release(leased, { retryNotBefore: failure.class === 'transient' ? pause : null });

@@ -116,13 +116,10 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
     if (fault?.broken === 'truncated-json') {
       return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
     }
-    if (fault?.refuse) return { ...json(fault.refuse.status, errorBody(fault.refuse, context)), aadsts: fault.refuse.code };
-    if (fault?.status) {
-      const failure = faultError(fault.status);
-      const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
-      return { ...json(fault.status, errorBody(failure, context), headers), aadsts: failure.code };
-    }
-    return null;
+    const failure = fault?.refuse ?? (fault?.status ? faultError(fault.status) : undefined);
+    if (!fault || !failure) return null;
+    const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
+    return { ...json(failure.status, errorBody(failure, context), headers), aadsts: failure.code };
   };
   const hosts = { authority: '', signIn: '' };
 

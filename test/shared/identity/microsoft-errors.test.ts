@@ -254,6 +254,7 @@ describe('classifyMicrosoftError with errors thrown by msal-node', () => {
       blamesMailbox: false,
       operatorAlert: true,
       retryAfterSeconds: null,
+      fromMicrosoft: true,
     });
   });
 
@@ -261,7 +262,8 @@ describe('classifyMicrosoftError with errors thrown by msal-node', () => {
     const failure = await classifyServerAnswer('refresh', { status: 400, body: entraBody('invalid_grant', 50196, TEXT[50196]) });
     expect(failure.retryAfterSeconds).toBe(LOOP_PAUSE_SECONDS);
     const inBrowser = classifyRedirectError({ error: 'invalid_request', error_description: `AADSTS50196: ${TEXT[50196]}` }, 'authorize');
-    expect(inBrowser).toMatchObject({ class: 'loop_detected', fix: expect.stringContaining('open the link again') });
+    // A redirect's parameters can be forged by whoever sends the link: not taken as Microsoft's answer.
+    expect(inBrowser).toMatchObject({ class: 'loop_detected', fix: expect.stringContaining('open the link again'), fromMicrosoft: false });
   });
 
   it('produces plain, serialisable data', async () => {
@@ -303,13 +305,14 @@ describe('classifyMicrosoftError with msal error classes built directly', () => 
   });
 
   it('accepts a raw token endpoint error body', () => {
-    expect(classifyMicrosoftError(entraBody('invalid_grant', 700082, TEXT[700082]), 'refresh')).toMatchObject({ class: 'reauthorize', code: 'AADSTS700082' });
+    expect(classifyMicrosoftError(entraBody('invalid_grant', 700082, TEXT[700082]), 'refresh')).toMatchObject({ class: 'reauthorize', code: 'AADSTS700082', fromMicrosoft: true });
     expect(classifyMicrosoftError({ error: 'temporarily_unavailable', status: 503 }, 'refresh')).toMatchObject({ class: 'transient', code: 'temporarily_unavailable' });
   });
 
   it('answers anything else as unknown without repeating its text', () => {
     const failure = classifyMicrosoftError(new TypeError(`cannot read ${REFRESH_TOKEN}`), 'refresh');
-    expect(failure).toMatchObject({ class: 'unknown', code: 'unexpected_error', aadsts: null, operatorAlert: true });
+    // Not Microsoft's answer: a connection is never marked for it as if Microsoft had refused.
+    expect(failure).toMatchObject({ class: 'unknown', code: 'unexpected_error', aadsts: null, operatorAlert: true, fromMicrosoft: false });
     expect(JSON.stringify(failure)).not.toContain(REFRESH_TOKEN);
     expect(classifyMicrosoftError(undefined, 'refresh').class).toBe('unknown');
     expect(classifyMicrosoftError('boom', 'refresh').class).toBe('unknown');
