@@ -99,12 +99,16 @@ export class AccessTokens {
     return !!token && token.expiresOn.getTime() > this.deps.clock.now().getTime() + 30_000;
   }
 
-  /** A token with more than five minutes left, refreshing if needed; one refresh per connection at a time. */
-  async get(connection: ConnectionRecord): Promise<AccessToken> {
+  /**
+   * A token with more than five minutes left, refreshing if needed; one refresh per connection
+   * at a time. `justRead`: the connection's row as the caller read it a moment ago, used
+   * instead of reading it again (a lease still goes by its ETag, so a stale one only costs a read).
+   */
+  async get(connection: ConnectionRecord, justRead: Versioned<ConnectionRecord> | null = null): Promise<AccessToken> {
     assertServable(connection);
     const cached = this.memory.get(connection.id);
     if (this.fresh(cached)) return { ...cached, source: 'memory' };
-    return this.fly(connection.id, cached, null, null, {});
+    return this.fly(connection.id, cached, null, justRead, {});
   }
 
   /**

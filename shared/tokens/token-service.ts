@@ -5,6 +5,7 @@ import type { TenantPrincipal } from '../manage/tenants.js';
 import { idPattern } from '../ids.js';
 import { connectionModes, mailboxIndexRowKey, type ConnectionRecord } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
+import type { Versioned } from '../storage/entity-table.js';
 import { xoauth2 } from '../verify/xoauth2.js';
 import type { AccessToken, AccessTokens } from './access-tokens.js';
 import type { AuditEvent } from './audit-log.js';
@@ -73,32 +74,42 @@ export class TokenService {
    * connection is answered exactly like one that does not exist.
    */
   async resolve(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
+    return (await this.resolveRow(principal, reference)).connection;
+  }
+
+  /**
+   * `resolve`, plus the row itself when this call had to read it: AccessTokens then starts
+   * from that row instead of reading it a second time.
+   */
+  private async resolveRow(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; row: Versioned<ConnectionRecord> | null }> {
     // A status change (needs_reauth, a deletion) reaches this instance within the TTL; the
     // refresh path always reads the row itself.
     // The remembered copy leaves out the row's sealed token (most of a row's size): a memory
-    // miss goes to AccessTokens, which reads the row itself.
-    return this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, async () => ({
-      ...(await this.lookup(principal, reference)),
-      accessTokenCipher: null,
-    }));
+    // miss goes to AccessTokens, which reads the row itself (or takes the one just read).
+    let row: Versioned<ConnectionRecord> | null = null;
+    const connection = await this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, async () => {
+      row = await this.lookup(principal, reference);
+      return { ...row.value, accessTokenCipher: null };
+    });
+    return { connection, row };
   }
 
   private readonly connections: TtlCache<string, ConnectionRecord>;
   private readonly rendered = new Map<string, RenderedAnswer>();
 
-  private async lookup(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
+  private async lookup(principal: TenantPrincipal, reference: string): Promise<Versioned<ConnectionRecord>> {
     const { tables } = this.deps;
     if (CONNECTION_ID.test(reference)) {
       const found = await tables.connections.get(reference, '');
       if (!found || found.value.tenantId !== principal.tenantId) throw notFound();
-      return found.value;
+      return found;
     }
     if (!reference.includes('@')) throw notFound();
     for (const mode of connectionModes) {
       const index = await tables.mailboxIndex.get(principal.tenantId, mailboxIndexRowKey(mode, reference));
       if (!index) continue;
       const found = await tables.connections.get(index.value.connectionId, '');
-      if (found && found.value.tenantId === principal.tenantId) return found.value;
+      if (found && found.value.tenantId === principal.tenantId) return found;
     }
     throw notFound();
   }
@@ -113,8 +124,8 @@ export class TokenService {
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
-        const connection = await this.resolve(principal, reference);
-        const token = await this.deps.accessTokens.get(connection);
+        const { connection, row } = await this.resolveRow(principal, reference);
+        const token = await this.deps.accessTokens.get(connection, row);
         const { source } = token;
         const response = this.render(connection, token);
         this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });

@@ -137,6 +137,15 @@ describe('Table Storage faults on the token path', () => {
     await expectIntact(id, refreshToken);
   });
 
+  it('reads the row once for a first token request: the row found is the row the refresh starts from', async () => {
+    const id = await connectMailbox(fixture, 'oneread@contoso.example');
+    const before = proxy.requests().length;
+    await accessToken(await requestToken(broker.baseUrl, id));
+    const touched = proxy.requests().slice(before).filter((request) => request.path.includes(connectionRow(id)));
+    // One read, then the lease and its release, both with the ETag of that read.
+    expect(touched.map((request) => request.method)).toEqual(['GET', 'PUT', 'PUT']);
+  });
+
   it('answers 503 when the row write after a refresh fails, keeps the refresh token redeemable, and refreshes again once storage is back', async () => {
     const id = await connectMailbox(fixture, 'midrefresh@contoso.example');
     const refreshToken = storedRefreshToken(id);
