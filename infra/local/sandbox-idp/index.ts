@@ -110,11 +110,13 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
     return index < 0 ? undefined : faults.splice(index, 1)[0];
   };
   /** What a fault answers instead of the endpoint, or nothing when the endpoint answers (after any delay). */
-  const faultReply = async (fault: TokenFault | undefined, context: ErrorContext): Promise<Reply | null> => {
+  const faultReply = async (endpoint: NonNullable<TokenFault['endpoint']>, context: ErrorContext): Promise<Reply | null> => {
+    const fault = takeFault(endpoint);
     if (fault?.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
     if (fault?.broken === 'reset') return { status: 0, headers: {}, body: '', reset: true };
     if (fault?.broken === 'truncated-json') {
-      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' };
+      const cut = endpoint === 'token' ? '{"token_type":"Bearer","scope":"https://outlook.office.com/SMTP.Send","expires_in":3599,"access_tok' : `{"token_endpoint":"${hosts.authority}/organizations/oauth2/v2.0/tok`;
+      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, body: cut };
     }
     const failure = fault?.refuse ?? (fault?.status ? faultError(fault.status) : undefined);
     if (!fault || !failure) return null;
@@ -160,7 +162,7 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
       endpoint: 'openid-configuration',
       method: 'GET',
       handle: async (segment, _url, _req, context) =>
-        (await faultReply(takeFault('openid-configuration'), context)) ?? json(200, metadata(directory.resolveTenant(segment), segment)),
+        (await faultReply('openid-configuration', context)) ?? json(200, metadata(directory.resolveTenant(segment), segment)),
     },
     'discovery/v2.0/keys': {
       endpoint: 'keys',
@@ -176,7 +178,7 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
       handle: async (segment, _url, req, context, record) => {
         const params = formParameters(req, await readBody(req));
         record.grantType = params.get('grant_type') ?? undefined;
-        return (await faultReply(takeFault('token'), context)) ?? handleTokenRequest(tokenDeps(), segment, req, params, context);
+        return (await faultReply('token', context)) ?? handleTokenRequest(tokenDeps(), segment, req, params, context);
       },
     },
   };
