@@ -104,6 +104,7 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
   const flows: FlowDeps = { directory, clock, interactions: new InteractionStore(clock) };
   const log: SandboxRequest[] = [];
   const faults: TokenFault[] = [];
+  const hosts = { authority: '', signIn: '' };
   /** The first queued fault for this endpoint, taken off the queue; faults for the others stay. */
   const takeFault = (endpoint: NonNullable<TokenFault['endpoint']>): TokenFault | undefined => {
     const index = faults.findIndex((fault) => (fault.endpoint ?? 'token') === endpoint);
@@ -123,7 +124,6 @@ export async function startSandboxIdentityProvider(options: SandboxIdentityProvi
     const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
     return { ...json(failure.status, errorBody(failure, context), headers), aadsts: failure.code };
   };
-  const hosts = { authority: '', signIn: '' };
 
   const tokenDeps = (): TokenDeps => ({
     directory,
