@@ -48,7 +48,7 @@ const sweep = new RotationSweep({
   writeBudget: timings.wrap(budget, 'write budget', ['spend']),
   refreshMaxAgeDays: config.refreshMaxAgeDays,
   timeBudgetSeconds: config.sweepTimeBudgetSeconds,
-  concurrency: Number(process.env.BENCH_SWEEP_CONCURRENCY ?? config.sweepConcurrency),
+  concurrency: Number(process.env.BENCH_SWEEP_CONCURRENCY),
   log: (message) => console.error(message),
 });
 

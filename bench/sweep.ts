@@ -103,7 +103,9 @@ function watch(stack: Stack): { stop(): Watched } {
     const vault = stack.vault.requests();
     stack.vault.clearRequests();
     for (const request of vault) {
-      if (request.method === 'PUT' && request.path.endsWith('-refresh-token') && request.status === 200) watched.writes.push(request.at - startedAt);
+      // Counted at arrival with a token, whatever the answer (still pending at this poll, or a
+      // refusal): the vault counts every authenticated write that reaches it.
+      if (request.method === 'PUT' && request.path.endsWith('-refresh-token') && request.authorized) watched.writes.push(request.at - startedAt);
       else if (request.method === 'GET') kvGets += 1;
     }
     const idp = stack.idp.requests();

@@ -172,7 +172,7 @@ runMain(async () => {
   }
 
   printMachine(`bench:token — cached token path vs bare node:http${profile ? ' (PROFILED: not the result)' : ''}`, info);
-  console.log(`Body: ${Buffer.byteLength(cached.body)} bytes of JSON from both servers; ${connections} connections, ${warmup} s warm-up, ${duration} s measured, targets in their own processes, autocannon in this one.\n`);
+  console.log(`Body: ${Buffer.byteLength(cached.body)} bytes of JSON from every target; ${connections} connections, ${warmup} s warm-up, ${duration} s measured, targets in their own processes, autocannon in this one.\n`);
   printTable(
     ['round', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max ms', '2xx', 'non-2xx', 'errors', 'CPU s target', 'CPU µs per request', 'CPU s Azurite', 'CPU s autocannon+fakes'],
     measured.map((row) => [

@@ -7,7 +7,7 @@ export function rotateTokens(schedule: string): TimerRegistration {
     schedule,
     async run(services, context, timer) {
       if (timer.isPastDue) context.warn('rotate-tokens is running late (the previous run overran or the app was idle)');
-      const summary = await services.sweep.run({ concurrency: services.config.sweepConcurrency });
+      const summary = await services.sweep.run();
       context.log('rotate-tokens finished', summary);
     },
   };

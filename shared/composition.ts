@@ -79,7 +79,12 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
   const tables = overrides.tables ?? createStorageTables({ setting: config.tables, credential: azureCredential });
   const secrets = overrides.secrets ?? createSecretStore(config, azureCredential);
   const connections = new ConnectionsService({ tables, secrets, clock });
-  const identity = new MsalIdentityClient({ authorityHost: config.authorityHost, ...(overrides.networkTimeoutMs ? { networkTimeoutMs: overrides.networkTimeoutMs } : {}) });
+  const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
+  const identity = new MsalIdentityClient({
+    authorityHost: config.authorityHost,
+    log: (message) => log(message),
+    ...(overrides.networkTimeoutMs ? { networkTimeoutMs: overrides.networkTimeoutMs } : {}),
+  });
   const apps = new AppsService({
     tables,
     secrets,
@@ -87,7 +92,6 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
     redirectUri: config.redirectUri,
     checkClientSecret: clientSecretChecker({ tables, identity, mailAppResource: config.mailAppResource }),
   });
-  const log = overrides.log ?? ((message: string, detail?: unknown) => console.warn(message, detail ?? ''));
   // Alerts need tokens (the sender's) and tokens report to alerts: the events reach them late-bound.
   let brokerAlerts: BrokerAlerts | undefined;
   const accessTokens = new AccessTokens({
@@ -179,6 +183,7 @@ export function createServices(config: Config, overrides: ServiceOverrides = {})
       writeBudget: new WriteBudget({ writesPer10s: config.kvWriteBudget, clock, sleep }),
       refreshMaxAgeDays: config.refreshMaxAgeDays,
       timeBudgetSeconds: config.sweepTimeBudgetSeconds,
+      concurrency: config.sweepConcurrency,
       alerts: () => sweepAlerts.sweep(),
       log,
     }),

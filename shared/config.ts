@@ -217,7 +217,10 @@ export function loadConfig(env: Environment): Config {
     refreshMaxAgeDays: parseWith(env, 'BROKER_REFRESH_MAX_AGE_DAYS', positiveInt(89), 'must be a whole number of days from 1 to 89', '7'),
     kvWriteBudget: parseWith(env, 'BROKER_KV_WRITE_BUDGET', positiveInt(300), 'must be a whole number from 1 to 300', '250'),
     sweepTimeBudgetSeconds: parseWith(env, 'BROKER_SWEEP_TIME_BUDGET_S', positiveInt(3600), 'must be a whole number of seconds', '240'),
-    // Beyond 64 the identity provider's own throttling, not the broker, would set the pace.
+    // Each refresh takes about the identity provider's latency plus four storage round trips
+    // (lease, refresh token, rotated refresh token, release): at 150–300 ms, 16 at once reach
+    // 50–100 a second, above the default write budget's 25, so the budget rather than the wait
+    // is the limit. Beyond 64 the identity provider's own throttling would set the pace.
     sweepConcurrency: parseWith(env, 'BROKER_SWEEP_CONCURRENCY', positiveInt(64), 'must be a whole number from 1 to 64', '16'),
     tokenRateLimit: parseWith(env, 'BROKER_TOKEN_RATE_LIMIT', positiveInt(1_000_000), 'must be a whole number of requests per minute', '600'),
     linkTtlHours: parseWith(env, 'BROKER_LINK_TTL_HOURS', positiveInt(24 * 90), 'must be a whole number of hours from 1 to 2160', '168'),

@@ -1,12 +1,12 @@
 import type { Clock } from './clock.js';
 
+const keepAll = (): boolean => true;
+
 /**
  * A small in-process cache with a time to live, a size bound and one load per key at a time
  * (concurrent misses share it). For lookups on the hot path whose answer may lag a few
  * seconds on other instances; never for anything that must be exact.
  */
-const keepAll = (): boolean => true;
-
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number }>();
   private readonly loading = new Map<K, Promise<V>>();

@@ -61,9 +61,16 @@ export class AuthorityMetadataCache {
     });
   }
 
-  /** The tenant's document, or `null` when MSAL should discover the authority by itself. */
-  get(tenant: string): Promise<AuthorityDocument | null> {
+  /**
+   * The tenant's document, or `null` when MSAL should discover the authority by itself.
+   * `retryFailure`: a remembered failure is tried again at once, for callers with no fallback
+   * (an admin consent link needs the document, and a person is waiting for it).
+   */
+  async get(tenant: string, options: { retryFailure?: boolean } = {}): Promise<AuthorityDocument | null> {
     const key = tenant.toLowerCase();
+    const document = await this.documents.get(key, () => this.fetch(key));
+    if (document !== null || !options.retryFailure) return document;
+    this.documents.delete(key);
     return this.documents.get(key, () => this.fetch(key));
   }
 

@@ -211,7 +211,7 @@ export class MsalIdentityClient implements IdentityClient {
    * @see https://learn.microsoft.com/entra/identity-platform/v2-admin-consent
    */
   async adminConsentUrl(input: Parameters<IdentityClient['adminConsentUrl']>[0]): Promise<string> {
-    const document = await this.metadata.get(input.app.tenant);
+    const document = await this.metadata.get(input.app.tenant, { retryFailure: true });
     if (!document) {
       const { msal } = await loadMsal();
       throw new msal.ServerError('temporarily_unavailable', '', "The authority's metadata could not be read; try again shortly.");

@@ -17,14 +17,6 @@ import type { WriteBudget } from './write-budget.js';
  * writes, and the next run resumes after the last connection this one looked at.
  */
 
-/**
- * Refreshes in flight at once when BROKER_SWEEP_CONCURRENCY is not set. Each takes about the
- * identity provider's latency plus four storage round trips (lease, refresh token, rotated
- * refresh token, release): at 150–300 ms per refresh, 16 reach 50–100 a second, above the
- * default write budget's 25 a second, so the budget rather than the wait is the limit.
- */
-export const DEFAULT_SWEEP_CONCURRENCY = 16;
-
 const STATE_NAME = 'rotation';
 const RUN_PARTITION = 'rotate-tokens';
 
@@ -36,8 +28,8 @@ export interface SweepDeps {
   writeBudget: WriteBudget;
   refreshMaxAgeDays: number;
   timeBudgetSeconds: number;
-  /** Refreshes in flight at once; a run's own option wins, then this, then DEFAULT_SWEEP_CONCURRENCY. */
-  concurrency?: number;
+  /** Refreshes in flight at once (BROKER_SWEEP_CONCURRENCY). */
+  concurrency: number;
   /** Alerts ride along with each run (secret expiry, queued emails); absent until configured. */
   alerts?: () => Promise<Record<string, number>>;
   log: (message: string, detail?: unknown) => void;
@@ -54,9 +46,9 @@ export class RotationSweep {
   }
 
   /** One run, traced with its summary: counts and codes only. */
-  run(options: { concurrency?: number } = {}): Promise<RunRecord> {
+  run(): Promise<RunRecord> {
     return withSpan('rotate-tokens.run', {}, async (span) => {
-      const run = await this.sweepOnce(options.concurrency ?? this.deps.concurrency ?? DEFAULT_SWEEP_CONCURRENCY);
+      const run = await this.sweepOnce(this.deps.concurrency);
       span.setAttributes({
         'broker.run_id': run.id,
         'broker.sweep.due': run.due,

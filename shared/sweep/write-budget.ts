@@ -28,12 +28,14 @@ export class WriteBudget {
     return this.options.windowMs ?? 10_000;
   }
 
-  get writesPer10s(): number {
-    return this.options.writesPer10s;
-  }
-
   private drop(now: number): void {
     while (this.finished.length > 0 && this.finished[0]! <= now - this.windowMs) this.finished.shift();
+  }
+
+  /** Writes in flight plus those that finished within the window, as of `now`. */
+  private used(now: number): number {
+    this.drop(now);
+    return this.inFlight + this.finished.length;
   }
 
   /** When the next slot frees up at the earliest: a finished write leaving the window, or, with all in flight, one finishing now. */
@@ -49,8 +51,7 @@ export class WriteBudget {
   async spend(deadline: number, write: () => Promise<void>): Promise<boolean> {
     for (;;) {
       const now = this.options.clock.now().getTime();
-      this.drop(now);
-      if (this.inFlight + this.finished.length < this.options.writesPer10s) break;
+      if (this.used(now) < this.options.writesPer10s) break;
       const freeAt = this.nextFree(now);
       if (freeAt > deadline) return false;
       await this.options.sleep(Math.max(1, freeAt - now));
@@ -68,15 +69,12 @@ export class WriteBudget {
   /** Whether a slot will be free by `deadline`, without taking it: the sweep asks before it starts a refresh. */
   canSpendBy(deadline: number): boolean {
     const now = this.options.clock.now().getTime();
-    this.drop(now);
-    if (this.inFlight + this.finished.length < this.options.writesPer10s) return true;
+    if (this.used(now) < this.options.writesPer10s) return true;
     return this.nextFree(now) <= deadline;
   }
 
   /** Writes in flight plus those that finished within the last 10 s. */
   inWindow(): number {
-    const now = this.options.clock.now().getTime();
-    this.drop(now);
-    return this.inFlight + this.finished.length;
+    return this.used(this.options.clock.now().getTime());
   }
 }

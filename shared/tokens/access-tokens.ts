@@ -198,14 +198,16 @@ export class AccessTokens {
       const now = clock.now();
       const heldByOther = row.value.leaseOwner !== null && row.value.leaseOwner !== this.instance && (row.value.leaseUntil ?? '') > now.toISOString();
       if (!heldByOther) {
-        // A listed row is usually unchanged, so its lease succeeds: the refresh token is read
-        // alongside the lease instead of after it. Reading is harmless if the lease fails, and
-        // if it succeeds nobody can have stored a newer token since the row was listed.
-        const prefetched = fromList && row.value.mode === 'delegated' ? this.deps.secrets.get(secretNames.connectionRefreshToken(connectionId)) : null;
+        // A row just listed or read is usually unchanged, so its lease succeeds: the refresh
+        // token is read alongside the lease instead of after it. Reading is harmless if the lease
+        // fails, and if it succeeds nobody can have stored a newer token since the row was read.
+        // Not for a connection Microsoft asked to pause: no refresh follows.
+        const paused = row.value.retryNotBefore !== null && row.value.retryNotBefore > now.toISOString();
+        const prefetched = fromList && row.value.mode === 'delegated' && !paused ? this.deps.secrets.get(secretNames.connectionRefreshToken(connectionId)) : null;
         prefetched?.catch(() => undefined);
         const leased = await this.takeLease(row, now);
         if (leased) return this.refreshHolding(leased, fallback, options, prefetched);
-        // The listed row changed since it was listed: read it now rather than wait a poll.
+        // The row changed since it was listed or read: read it now rather than wait a poll.
         if (fromList) continue;
       }
       if (now.getTime() > deadline) {
@@ -274,25 +276,22 @@ export class AccessTokens {
     } catch (error) {
       return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
     }
+    const classify = (error: unknown) => classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri });
     let tokens: DelegatedTokens;
     try {
-      try {
-        tokens = await redeem(credentials);
-      } catch (error) {
-        // Remembered credentials may predate a secret rotation: a refused secret is retried
-        // once with the stored one if it is newer. The refresh token was not redeemed. If the
-        // stored one cannot be read now, Microsoft's refusal is the answer.
-        const failure = classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri });
-        const newer = failure.class === 'app_credential' ? await source.newerThan(credentials).catch(() => null) : null;
-        if (!newer) throw error;
-        tokens = await redeem(newer);
-      }
+      tokens = await redeem(credentials);
     } catch (error) {
-      if (error instanceof BrokerError) {
-        await this.release(leased, {});
-        throw error;
+      // Remembered credentials may predate a secret rotation: a refused secret is retried
+      // once with the stored one if it is newer. The refresh token was not redeemed. If the
+      // stored one cannot be read now, Microsoft's refusal is the answer.
+      const failure = classify(error);
+      const newer = failure.class === 'app_credential' ? await source.newerThan(credentials).catch(() => null) : null;
+      if (!newer) return this.failed(leased, failure, lastSeen);
+      try {
+        tokens = await redeem(newer);
+      } catch (retried) {
+        return this.failed(leased, classify(retried), lastSeen);
       }
-      return this.failed(leased, classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri }), lastSeen);
     }
     recordRefresh('refreshed');
 

@@ -128,8 +128,8 @@ function statusOf(error: unknown): number | undefined {
 /** One row being counted: `row.count` grows as events arrive; `written` is what storage holds. */
 interface Aggregate {
   key: string;
-  /** `at` and `lastAt` are set from `firstMs` and `lastMs` when the row is taken for a write. */
-  row: AuditEventRecord;
+  /** Without `at` and `lastAt`: they are made from `firstMs` and `lastMs` when the row is taken for a write. */
+  row: Omit<AuditEventRecord, 'at' | 'lastAt'>;
   minute: number;
   written: number;
   firstMs: number;
@@ -204,7 +204,6 @@ export class AuditLog {
       return;
     }
     this.counter = (this.counter + 1) % 2_176_782_336; // 36^6: six base-36 digits
-    const at = new Date(time).toISOString();
     this.aggregates.set(key, {
       key,
       minute,
@@ -216,8 +215,6 @@ export class AuditLog {
         tenantId: event.tenantId,
         keyId: event.keyId,
         connectionId,
-        at,
-        lastAt: at,
         count: 1,
         outcome: event.outcome,
         code,

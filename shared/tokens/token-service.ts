@@ -71,19 +71,12 @@ export class TokenService {
 
   /**
    * A connection by id or by mailbox, only within the caller's tenant: another tenant's
-   * connection is answered exactly like one that does not exist.
+   * connection is answered exactly like one that does not exist. With it, the row itself when
+   * this call had to read it: AccessTokens then starts from that row instead of reading it again.
    */
-  async resolve(principal: TenantPrincipal, reference: string): Promise<ConnectionRecord> {
-    return (await this.resolveRow(principal, reference)).connection;
-  }
-
-  /**
-   * `resolve`, plus the row itself when this call had to read it: AccessTokens then starts
-   * from that row instead of reading it a second time.
-   */
-  private async resolveRow(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; row: Versioned<ConnectionRecord> | null }> {
-    // A status change (needs_reauth, a deletion) reaches this instance within the TTL; the
-    // refresh path always reads the row itself.
+  private async resolve(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; row: Versioned<ConnectionRecord> | null }> {
+    // A status change (needs_reauth, a deletion) reaches this instance within the TTL; a
+    // refresh goes by the row as storage holds it (its lease needs the row's current ETag).
     // The remembered copy leaves out the row's sealed token (most of a row's size): a memory
     // miss goes to AccessTokens, which reads the row itself (or takes the one just read).
     let row: Versioned<ConnectionRecord> | null = null;
@@ -124,7 +117,7 @@ export class TokenService {
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
-        const { connection, row } = await this.resolveRow(principal, reference);
+        const { connection, row } = await this.resolve(principal, reference);
         const token = await this.deps.accessTokens.get(connection, row);
         const { source } = token;
         const response = this.render(connection, token);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../shared/config.js';
-import { DEFAULT_SWEEP_CONCURRENCY } from '../../shared/sweep/rotation-sweep.js';
 
 const operatorKey = 'op-key-0123456789abcdef0123456789abcdef';
 const minimal = { BROKER_OPERATOR_KEY: operatorKey, BROKER_TABLES_CONNECTION: 'UseDevelopmentStorage=true' };
@@ -30,8 +29,7 @@ describe('loadConfig', () => {
     expect(config.refreshMaxAgeDays).toBe(7);
     expect(config.kvWriteBudget).toBe(250);
     expect(config.sweepTimeBudgetSeconds).toBe(240);
-    // The sweep's own default, for sweeps built without the setting, is the same.
-    expect(config.sweepConcurrency).toBe(DEFAULT_SWEEP_CONCURRENCY);
+    expect(config.sweepConcurrency).toBe(16);
     expect(config.tokenRateLimit).toBe(600);
     expect(config.linkTtlHours).toBe(168);
     expect(config.port).toBe(7071);

@@ -117,6 +117,15 @@ describe('MsalIdentityClient and the authority metadata', () => {
     expect(metadataGets('organizations')).toBe(4);
   });
 
+  it('tries a remembered failure again for an admin consent link, which has no fallback', async () => {
+    const identity = new MsalIdentityClient({ authorityHost: idp.authorityHost });
+    idp.failNext(1, { endpoint: 'openid-configuration', status: 503 });
+    // Client credentials get by without the document (MSAL discovers it); the failure is remembered.
+    expect((await identity.clientCredentials({ app, tenant: CUSTOMER_TENANT, scope: APP_ONLY_SCOPE })).accessToken).not.toBe('');
+    const consent = new URL(await identity.adminConsentUrl({ app: { ...app, tenant: CUSTOMER_TENANT }, redirectUri: REDIRECT_URI, state: 'st', scope: APP_ONLY_SCOPE }));
+    expect(consent.origin).toBe(idp.signInHost);
+  });
+
   it('still refreshes when the document cannot be had, letting MSAL discover the authority itself', async () => {
     // The sandbox refuses an unknown tenant's document (400 AADSTS90002), as Entra does.
     const identity = new MsalIdentityClient({ authorityHost: idp.authorityHost });
