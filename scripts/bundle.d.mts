@@ -2,7 +2,4 @@
 import type { Metafile } from 'esbuild';
 
 export declare const BUNDLE_DIR: string;
-export declare const BUNDLE_ENTRY: string;
-export declare const METAFILE: string;
-export declare const EXTERNAL: string[];
 export declare function bundleFunctions(options: { root: string; outdir?: string; minify?: boolean }): Promise<Metafile>;

@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const BUNDLE_DIR = join('dist', 'bundle');
-export const BUNDLE_ENTRY = `${BUNDLE_DIR}/index.js`;
-export const METAFILE = 'meta.json';
+const BUNDLE_ENTRY = `${BUNDLE_DIR}/index.js`;
+const METAFILE = 'meta.json';
 
 /**
  * Left to Node's resolution at run time: only @azure/functions-core, which does not exist on
@@ -30,7 +30,7 @@ export const METAFILE = 'meta.json';
  * metrics; what it cannot do is patch other packages through require hooks, which would
  * not see into the bundle, and the broker does not rely on that (functions/index.ts).
  */
-export const EXTERNAL = ['@azure/functions-core'];
+const EXTERNAL = ['@azure/functions-core'];
 
 // CommonJS packages in the bundle (@azure/functions, parts of msal-node and nodemailer) call
 // require() for Node's built-ins, which an ES module does not have.

@@ -27,12 +27,6 @@ export interface AuthorityMetadataOptions {
   /** `https://login.microsoftonline.com`, or a sovereign cloud's or a local identity provider's host. */
   authorityHost: string;
   timeoutMs: number;
-  /** Default 24 h: Entra's endpoints for a tenant do not move; its signing keys are not part of this. */
-  ttlMs?: number;
-  /** How long a failed fetch is remembered before the next try. */
-  failureTtlMs?: number;
-  /** Tenants remembered at once (app-only connections add one per customer directory). */
-  maxEntries?: number;
   now?: () => number;
   log?: (message: string) => void;
 }
@@ -51,12 +45,13 @@ export class AuthorityMetadataCache {
 
   constructor(private readonly options: AuthorityMetadataOptions) {
     this.authorityHost = new URL(options.authorityHost).host.toLowerCase();
-    const ttlMs = options.ttlMs ?? 24 * 3_600_000;
-    const failureTtlMs = options.failureTtlMs ?? 60_000;
     const now = options.now ?? Date.now;
     this.documents = new TtlCache({
-      ttlMs: (document) => (document ? ttlMs : failureTtlMs),
-      maxEntries: options.maxEntries ?? 1_000,
+      // A day: Entra's endpoints for a tenant do not move (its signing keys are not part of
+      // this). A failed fetch is tried again after a minute.
+      ttlMs: (document) => (document ? 24 * 3_600_000 : 60_000),
+      // Tenants remembered at once: app-only connections add one per customer directory.
+      maxEntries: 1_000,
       clock: { now: () => new Date(now()) },
     });
   }

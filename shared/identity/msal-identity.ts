@@ -110,8 +110,6 @@ export interface MsalIdentityOptions {
   authorityHost: string;
   networkTimeoutMs?: number;
   log?: (message: string) => void;
-  /** How long an authority's OpenID configuration is reused (default 24 h). */
-  metadataTtlMs?: number;
   now?: () => number;
 }
 
@@ -129,7 +127,6 @@ export class MsalIdentityClient implements IdentityClient {
     this.metadata = new AuthorityMetadataCache({
       authorityHost: options.authorityHost,
       timeoutMs: this.timeoutMs,
-      ...(options.metadataTtlMs === undefined ? {} : { ttlMs: options.metadataTtlMs }),
       ...(options.now ? { now: options.now } : {}),
       ...(options.log ? { log: options.log } : {}),
     });
