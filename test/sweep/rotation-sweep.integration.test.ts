@@ -294,6 +294,25 @@ describe('the rotation sweep', () => {
     expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
   });
 
+  it('does not mark a connection error for a failure on its own side rather than Microsoft\'s answer', async () => {
+    const id = await connectMailbox(fixture, 'ownfault@contoso.example');
+    const start = fixture.clock.now().getTime();
+    fixture.clock.advance(8 * DAY);
+    try {
+      const run = await countedSweep({
+        concurrency: 1,
+        afterRefresh: async () => {
+          throw new TypeError('a fault in the broker, after Microsoft answered');
+        },
+      }).sweep.run();
+      expect(run).toMatchObject({ due: 1, refreshed: 0 });
+      expect(await status(id)).toMatchObject({ status: 'connected', statusReason: null });
+    } finally {
+      fixture.clock.advance(start - fixture.clock.now().getTime());
+    }
+    expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
+  });
+
   it('picks up a client secret rotated during a run', async () => {
     const ids = [await connectMailbox(fixture, 'rot1@contoso.example'), await connectMailbox(fixture, 'rot2@contoso.example'), await connectMailbox(fixture, 'rot3@contoso.example')];
     fixture.clock.advance(8 * DAY);
