@@ -146,6 +146,31 @@ describe('Table Storage faults on the token path', () => {
     expect(touched.map((request) => request.method)).toEqual(['GET', 'PUT', 'PUT']);
   });
 
+  it('lets go of the lease when the app cannot be read: 503 STORAGE_UNAVAILABLE without a valid token, the valid one otherwise', async () => {
+    const id = await connectMailbox(fixture, 'appread@contoso.example');
+    const refreshToken = storedRefreshToken(id);
+    const grants = refreshGrants();
+    const appReads = { method: 'GET', pathIncludes: 'brokerapps(' };
+
+    // Nothing valid to serve yet: the caller hears that storage failed, not Microsoft.
+    proxy.failNext(SDK_ATTEMPTS, { status: 503, match: appReads });
+    await expectProblem(await requestToken(broker.baseUrl, id), 503, 'STORAGE_UNAVAILABLE');
+    expect(refreshGrants()).toBe(grants);
+    await expectIntact(id, refreshToken);
+
+    const first = (await (await requestToken(broker.baseUrl, id)).json()) as { access_token: string; expires_in: number };
+    // Four minutes before expiry: due for a refresh, still valid.
+    const ahead = (first.expires_in - 240) * 1000;
+    fixture.clock.advance(ahead);
+    try {
+      proxy.failNext(SDK_ATTEMPTS, { status: 503, match: appReads });
+      expect(await accessToken(await requestToken(broker.baseUrl, id))).toBe(first.access_token);
+      expect(await row(id)).toMatchObject({ status: 'connected', leaseOwner: null });
+    } finally {
+      fixture.clock.advance(-ahead);
+    }
+  });
+
   it('answers 503 when the row write after a refresh fails, keeps the refresh token redeemable, and refreshes again once storage is back', async () => {
     const id = await connectMailbox(fixture, 'midrefresh@contoso.example');
     const refreshToken = storedRefreshToken(id);
