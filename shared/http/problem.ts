@@ -19,6 +19,9 @@ export interface ProblemDetails {
   [extension: string]: unknown;
 }
 
+/** Retry-After of a 503 whose failure names no wait of its own (storage or the vault unavailable, say). */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
+
 export const API_HEADERS: Readonly<Record<string, string>> = {
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
@@ -46,7 +49,9 @@ export function problemResponse(error: unknown, instance: string | undefined, lo
     ...(failure.fix ? { fix: failure.fix } : {}),
   };
   const headers: Record<string, string> = { ...API_HEADERS, 'content-type': 'application/problem+json' };
-  if (failure.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));
+  // A 503 always says when to come back: the failure's own wait when it knows one.
+  const retryAfter = failure.retryAfterSeconds ?? (failure.status === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined);
+  if (retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfter)));
   if (failure.allow) headers.allow = failure.allow.join(', ');
   if (failure.status === 401) headers['www-authenticate'] = 'Bearer realm="mail-oauth-broker"';
   return { status: failure.status, headers, body: JSON.stringify(problem) };

@@ -161,8 +161,6 @@ function innerErrorCode(error: unknown): string | undefined {
   return (error.details as KeyVaultErrorDetails | undefined)?.error?.innerError?.code;
 }
 
-/** When Key Vault names no wait of its own: a caller told 503 should know when to come back. */
-const DEFAULT_RETRY_AFTER_SECONDS = 5;
 
 function failure(operation: string, name: string, error: unknown): BrokerError {
   const what = `Key Vault could not ${operation} secret "${name}"`;
@@ -175,12 +173,12 @@ function failure(operation: string, name: string, error: unknown): BrokerError {
     cause.details = error.details;
     return new BrokerError('SECRET_STORE_UNAVAILABLE', `${what}: ${error.statusCode ?? 'no response'} ${code} ${error.message}`.trim(), {
       cause,
-      retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? Math.ceil(retryAfter) : DEFAULT_RETRY_AFTER_SECONDS,
+      ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: Math.ceil(retryAfter) } : {}),
     });
   }
   if (error instanceof Error && error.name === 'AbortError') {
-    return new BrokerError('SECRET_STORE_UNAVAILABLE', `${what}: no answer in time`, { cause: error, retryAfterSeconds: DEFAULT_RETRY_AFTER_SECONDS });
+    return new BrokerError('SECRET_STORE_UNAVAILABLE', `${what}: no answer in time`, { cause: error });
   }
   const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return new BrokerError('SECRET_STORE_UNAVAILABLE', `${what}: ${message}`, { cause: error, retryAfterSeconds: DEFAULT_RETRY_AFTER_SECONDS });
+  return new BrokerError('SECRET_STORE_UNAVAILABLE', `${what}: ${message}`, { cause: error });
 }

@@ -47,7 +47,7 @@ function statusOf(error: unknown): number | undefined {
 }
 
 function unavailable(error: unknown): BrokerError {
-  return new BrokerError('STORAGE_UNAVAILABLE', 'Table Storage did not answer as expected; try again.', { cause: error, retryAfterSeconds: 5 });
+  return new BrokerError('STORAGE_UNAVAILABLE', 'Table Storage did not answer as expected; try again.', { cause: error });
 }
 
 const continuation = z.object({ nextPartitionKey: z.string().min(1), nextRowKey: z.string().optional() }).strict();
