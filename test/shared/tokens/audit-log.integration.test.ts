@@ -185,6 +185,29 @@ describe('AuditLog', () => {
     expect(log.stats()).toMatchObject({ queued: 0, written: 1_504 });
   });
 
+  it('counts events that arrive while their row is being written, and writes them with the next flush', async () => {
+    const table = new RecordingTable(newTable());
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const submit = table.submitTransaction;
+    table.submitTransaction = async (actions, options) => {
+      await gate;
+      return submit(actions, options);
+    };
+    const { log } = auditLog({ table });
+    for (let i = 0; i < 10; i += 1) log.record(event());
+    const writing = log.flush();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The row is on its way with a count of 10; these 5 land in the same row meanwhile.
+    for (let i = 0; i < 5; i += 1) log.record(event());
+    release();
+    expect(await writing).toEqual({ written: 10, requeued: 0, rejected: 0 });
+    expect(log.stats().queued).toBe(5);
+    expect(await log.flush()).toEqual({ written: 5, requeued: 0, rejected: 0 });
+    expect(log.stats()).toMatchObject({ queued: 0, written: 15 });
+    expect((await records(table.client)).map((row) => row.count)).toEqual([15]);
+  });
+
   it('keeps counting a busy row in memory but forgets a single written event', async () => {
     const table = newTable();
     const { log } = auditLog({ table });
