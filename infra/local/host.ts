@@ -1,18 +1,16 @@
-import { randomUUID } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { inspect } from 'node:util';
 import { Cron } from 'croner';
-import functionsLibrary, { type HttpResponseInit } from '@azure/functions';
+import type { HttpResponseInit } from '@azure/functions';
 import { ALL_METHODS, httpHandler, type HttpRegistration, type Registration, type ServicesProvider, type TimerRegistration } from '../../functions/http.js';
 import { BrokerError } from '../../shared/errors.js';
 import { problemResponse, type PlainResponse } from '../../shared/http/problem.js';
 import { errorPage } from '../../shared/http/result-pages.js';
+import { LocalInvocationContext } from './local-context.js';
+import { LocalHeaders } from './local-headers.js';
 import { LocalHttpRequest } from './local-request.js';
 import { bySpecificity, compileRoute, findRoute, type CompiledRoute } from './routes.js';
-
-// A CommonJS package whose classes Node's ESM loader cannot see as named exports.
-const { InvocationContext } = functionsLibrary;
 
 /*
  * A small stand-in for the Functions host (Core Tools cannot be installed everywhere): it
@@ -63,7 +61,8 @@ function readBody(request: IncomingMessage): Promise<Uint8Array | 'too-large'> {
 }
 
 function headersOf(request: IncomingMessage): Record<string, string> {
-  const headers: Record<string, string> = {};
+  // No prototype, like Node's own: a header named "constructor" is just a header.
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
@@ -104,9 +103,8 @@ export function createLocalHost(options: LocalHostOptions): Server {
   const handlers = new Map(routes.map((route) => [route, httpHandler(route.registration, options.services)]));
 
   const context = (functionName: string) =>
-    new InvocationContext({
+    new LocalInvocationContext({
       functionName,
-      invocationId: randomUUID(),
       // Whole objects, as the Functions host sends them to Application Insights: what is logged here is what operators would see there.
       logHandler: (level, ...args) => log(`[${functionName}] ${level}: ${args.map((arg) => (typeof arg === 'string' ? arg : inspect(arg, { depth: 6 }))).join(' ')}`),
     });
@@ -191,7 +189,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
     const httpRequest = new LocalHttpRequest({
       method,
       url: `http://localhost${url.pathname}${url.search}`,
-      headers: headersOf(request),
+      headers: new LocalHeaders(headersOf(request)),
       params: found.params,
       body,
     });

@@ -1,5 +1,6 @@
 import functionsLibrary, { type HttpRequest, type HttpRequestParams, type HttpRequestUser } from '@azure/functions';
 import type { ReadableStream } from 'node:stream/web';
+import { LocalHeaders } from './local-headers.js';
 
 const { HttpRequest: FunctionsHttpRequest } = functionsLibrary;
 
@@ -13,6 +14,7 @@ export interface LocalRequestInit {
   method: string;
   /** Absolute and already normalised (the host builds it from a parsed URL). */
   url: string;
+  /** A `LocalHeaders` is adopted (the host builds one per request); anything else is copied, as fetch copies. */
   headers: Record<string, string> | Headers;
   params: Record<string, string>;
   /** Already read in full by the host; empty means no body. */
@@ -47,7 +49,7 @@ export class LocalHttpRequest implements HttpRequest {
     const upper = init.method.toUpperCase();
     this.method = NORMALISED_METHODS.has(upper) ? upper : init.method;
     this.url = init.url;
-    this.headers = new Headers(init.headers);
+    this.headers = init.headers instanceof LocalHeaders ? init.headers : new Headers(init.headers);
     this.params = init.params;
     // As the library does: GET and HEAD never carry a body.
     this.#bytes = init.body.byteLength > 0 && upper !== 'GET' && upper !== 'HEAD' ? init.body : null;
@@ -101,7 +103,7 @@ export class LocalHttpRequest implements HttpRequest {
     const copy = new LocalHttpRequest({
       method: this.method,
       url: this.url,
-      headers: this.headers,
+      headers: new Headers(this.headers),
       params: { ...this.params },
       body: this.#fetchRequest ? new Uint8Array(0) : (this.#bytes ?? new Uint8Array(0)),
     });
