@@ -1,9 +1,10 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import functionsLibrary from '@azure/functions';
 import autocannon from 'autocannon';
 import { httpHandler } from '../functions/http.js';
 import { token as tokenRoutes } from '../functions/token.js';
+import { LocalInvocationContext } from '../infra/local/local-context.js';
+import { LocalHeaders } from '../infra/local/local-headers.js';
 import { LocalHttpRequest } from '../infra/local/local-request.js';
 import type { Services } from '../shared/composition.js';
 import { connectMailbox, tenantKey } from '../test/support/connect-fixture.js';
@@ -52,9 +53,11 @@ async function handlerCost(services: Services, key: string, connectionId: string
   const handler = httpHandler(tokenRoutes[0]!, () => services);
   const body = Buffer.from(JSON.stringify({ connection: connectionId }));
   const headers = { host: '127.0.0.1', authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': String(body.length) };
-  const context = new functionsLibrary.InvocationContext({ functionName: 'token', invocationId: 'bench', logHandler: () => undefined });
+  const parsed = () => Object.assign(Object.create(null) as Record<string, string>, headers);
   const once = async () => {
-    const answer = await handler(new LocalHttpRequest({ method: 'POST', url: 'http://localhost/api/token', headers, params: {}, body }), context);
+    const context = new LocalInvocationContext({ functionName: 'token', logHandler: () => undefined });
+    const request = new LocalHttpRequest({ method: 'POST', url: 'http://localhost/api/token', headers: new LocalHeaders(parsed()), params: {}, body });
+    const answer = await handler(request, context);
     if (answer.status !== 200) throw new Error(`the token handler answered ${answer.status}: ${String(answer.body)}`);
   };
   const run = async (inFlight: number, calls: number) => {

@@ -46,6 +46,21 @@ export const ALL_METHODS: HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/**
+ * A request that can hand over its whole body without copying it, once, as `arrayBuffer()`
+ * reads it (a second read fails the same way): the local host's. `undefined` when it cannot,
+ * and for the library's `HttpRequest`, which has no such member: both are read through
+ * `arrayBuffer()`, a fresh copy each time.
+ */
+export const BODY_BYTES = Symbol('body bytes');
+export interface BodyBytesSource {
+  [BODY_BYTES](): Uint8Array | undefined;
+}
+
+export async function bodyBytes(request: HttpRequest | (HttpRequest & BodyBytesSource)): Promise<Uint8Array> {
+  return (BODY_BYTES in request ? request[BODY_BYTES]() : undefined) ?? new Uint8Array(await request.arrayBuffer());
+}
+
 /** Stateless between calls (no `stream` option), so one serves every request. */
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -104,7 +119,7 @@ export async function readJson<T>(request: HttpRequest, schema: z.ZodType<T>): P
   if (mediaType !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
     throw new BrokerError('UNSUPPORTED_MEDIA_TYPE', 'Send the body as JSON with "Content-Type: application/json".');
   }
-  const bytes = new Uint8Array(await request.arrayBuffer());
+  const bytes = await bodyBytes(request);
   if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
   let value: unknown;
   try {

@@ -1,5 +1,6 @@
 import functionsLibrary, { type HttpRequest, type HttpRequestParams, type HttpRequestUser } from '@azure/functions';
 import type { ReadableStream } from 'node:stream/web';
+import { BODY_BYTES, type BodyBytesSource } from '../../functions/http.js';
 import { LocalHeaders } from './local-headers.js';
 
 const { HttpRequest: FunctionsHttpRequest } = functionsLibrary;
@@ -32,7 +33,7 @@ export interface LocalRequestInit {
  * library answers it, built on first use: `body` as a stream, `blob` and `formData` by a
  * fetch `Request`, `user` by the library's own class.
  */
-export class LocalHttpRequest implements HttpRequest {
+export class LocalHttpRequest implements HttpRequest, BodyBytesSource {
   readonly method: string;
   readonly url: string;
   readonly headers: Headers;
@@ -78,6 +79,11 @@ export class LocalHttpRequest implements HttpRequest {
     if (this.#fetchRequest) return this.#fetchRequest.arrayBuffer();
     const bytes = this.#take();
     return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  }
+
+  /** The body as the host read it, not copied, for a reader that only looks (`readJson`); a read like `arrayBuffer()`. */
+  [BODY_BYTES](): Uint8Array | undefined {
+    return this.#fetchRequest ? undefined : this.#take();
   }
 
   async text(): Promise<string> {

@@ -1,10 +1,10 @@
 import { odata } from '@azure/data-tables';
-import { newTenantKey, hashKey, bearerKey, sameHash } from '../auth/api-keys.js';
+import { newTenantKey, hashKey, bearerKey } from '../auth/api-keys.js';
 import type { Clock } from '../clock.js';
 import { BrokerError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Page } from '../storage/entity-table.js';
-import type { KeyHashRecord, TenantKeyRecord, TenantRecord } from '../storage/records.js';
+import type { TenantKeyRecord, TenantRecord } from '../storage/records.js';
 import { TtlCache } from '../ttl-cache.js';
 import type { StorageTables } from '../storage/tables.js';
 import type { ConnectionsService } from './connections.js';
@@ -31,10 +31,10 @@ export interface TenantsDeps {
   connections: ConnectionsService;
 }
 
-/** Who a presented tenant key belongs to. */
+/** Who a presented tenant key belongs to; shared between the requests that present the key. */
 export interface TenantPrincipal {
-  tenantId: string;
-  keyId: string;
+  readonly tenantId: string;
+  readonly keyId: string;
 }
 
 function notFound(): BrokerError {
@@ -61,7 +61,8 @@ const keyView = (key: TenantKeyRecord): TenantKeyView => ({
 export const KEY_CACHE_TTL_MS = 10_000;
 
 export class TenantsService {
-  private readonly principals: TtlCache<string, KeyHashRecord | null>;
+  /** By key hash: the row was found by that very hash (its partition key), so a hit needs no second comparison. */
+  private readonly principals: TtlCache<string, TenantPrincipal | null>;
 
   constructor(private readonly deps: TenantsDeps) {
     this.principals = new TtlCache({ ttlMs: KEY_CACHE_TTL_MS, maxEntries: 10_000, clock: deps.clock });
@@ -171,17 +172,13 @@ export class TenantsService {
   async authenticate(authorization: string | null | undefined): Promise<TenantPrincipal> {
     const key = bearerKey(authorization);
     const hash = key === null ? null : hashKey(key);
-    const found =
-      hash === null
-        ? null
-        : await this.principals.get(
-            hash,
-            async () => (await this.deps.tables.keyHashes.get(hash, ''))?.value ?? null,
-            (row) => row !== null,
-          );
-    if (!found || hash === null || !sameHash(found.hash, hash)) {
-      throw new BrokerError('UNAUTHORIZED', 'Send a valid tenant API key as "Authorization: Bearer mob_…".');
-    }
-    return { tenantId: found.tenantId, keyId: found.keyId };
+    const principal = hash === null ? null : await this.principals.get(hash, () => this.principalOf(hash), (found) => found !== null);
+    if (!principal) throw new BrokerError('UNAUTHORIZED', 'Send a valid tenant API key as "Authorization: Bearer mob_…".');
+    return principal;
+  }
+
+  private async principalOf(hash: string): Promise<TenantPrincipal | null> {
+    const row = await this.deps.tables.keyHashes.get(hash, '');
+    return row ? { tenantId: row.value.tenantId, keyId: row.value.keyId } : null;
   }
 }

@@ -33,7 +33,11 @@ export class KeyUsage {
   private readonly intervalMs: number;
   private readonly maxKeys: number;
   private readonly onError: (message: string, error: unknown) => void;
-  /** Time of the last write per key, oldest first (a key is re-inserted when written). */
+  /**
+   * Time of the last write per key id (ids are unique across tenants), oldest first (a key
+   * is re-inserted when written). The id string is the principal's own, the same object on
+   * every request, so a lookup does not hash a new string.
+   */
   private readonly written = new Map<string, number>();
   private readonly pending = new Set<Promise<void>>();
 
@@ -49,13 +53,12 @@ export class KeyUsage {
   touch(tenantId: string, keyId: string): void {
     const now = this.clock.now();
     const nowMs = now.getTime();
-    const id = `${tenantId}\n${keyId}`;
-    const last = this.written.get(id);
+    const last = this.written.get(keyId);
     if (last !== undefined && nowMs - last < this.intervalMs) return;
     // Marked before the write, so concurrent requests do not all write; a failed write is
     // retried after the interval, not by every following request while storage is down.
-    this.written.delete(id);
-    this.written.set(id, nowMs);
+    this.written.delete(keyId);
+    this.written.set(keyId, nowMs);
     this.evict(nowMs);
     const write = this.write(tenantId, keyId, now.toISOString()).finally(() => this.pending.delete(write));
     this.pending.add(write);
