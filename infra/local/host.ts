@@ -10,7 +10,7 @@ import { errorPage } from '../../shared/http/result-pages.js';
 import { LocalInvocationContext } from './local-context.js';
 import { LocalHeaders } from './local-headers.js';
 import { LocalHttpRequest } from './local-request.js';
-import { bySpecificity, compileRoute, findRoute, type CompiledRoute } from './routes.js';
+import { bySpecificity, compileRoute, findRoute, parseTarget, type CompiledRoute } from './routes.js';
 
 /*
  * A small stand-in for the Functions host (Core Tools cannot be installed everywhere): it
@@ -60,33 +60,32 @@ function readBody(request: IncomingMessage): Promise<Uint8Array | 'too-large'> {
   });
 }
 
-function headersOf(request: IncomingMessage): Record<string, string> {
-  // No prototype, like Node's own: a header named "constructor" is just a header.
-  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
-  }
-  return headers;
-}
-
-/** The handlers' own answers carry a plain record; anything else goes through `Headers`, as the worker would. */
-function headerEntries(headers: HttpResponseInit['headers']): Iterable<[string, string]> {
-  if (headers === undefined || headers === null) return [];
+function setHeaders(response: ServerResponse, headers: HttpResponseInit['headers']): void {
+  if (headers === undefined || headers === null) return;
+  // The handlers' own answers carry a plain record; anything else goes through `Headers`, as the worker would.
   if (headers instanceof Headers || Array.isArray(headers) || Object.getPrototypeOf(headers) !== Object.prototype) {
-    return new Headers(headers as ConstructorParameters<typeof Headers>[0]);
+    for (const [name, value] of new Headers(headers as ConstructorParameters<typeof Headers>[0])) response.setHeader(name, value);
+    return;
   }
-  return Object.entries(headers as Record<string, string>);
+  const record = headers as Record<string, string>;
+  for (const name in record) response.setHeader(name, record[name]!);
 }
 
-async function send(response: ServerResponse, init: HttpResponseInit | PlainResponse): Promise<void> {
-  let body: string | Uint8Array = '';
-  if (typeof init.body === 'string') body = init.body;
-  else if (init.body instanceof Uint8Array) body = init.body;
-  else if (init.body !== undefined && init.body !== null) body = new Uint8Array(await new Response(init.body as ConstructorParameters<typeof Response>[0]).arrayBuffer());
-  response.statusCode = init.status ?? 200;
-  for (const [name, value] of headerEntries(init.headers)) response.setHeader(name, value);
+function write(response: ServerResponse, status: number | undefined, headers: HttpResponseInit['headers'], body: string | Uint8Array): void {
+  response.statusCode = status ?? 200;
+  setHeaders(response, headers);
   // With the whole body given to `end`, Node sends Content-Length and one write.
   response.end(body);
+}
+
+/** Synchronous for the answers handlers give (text, bytes or none); a stream or blob body is read first. */
+function send(response: ServerResponse, init: HttpResponseInit | PlainResponse): void | Promise<void> {
+  const { body } = init;
+  if (typeof body === 'string' || body instanceof Uint8Array) return write(response, init.status, init.headers, body);
+  if (body === undefined || body === null) return write(response, init.status, init.headers, '');
+  return new Response(body as ConstructorParameters<typeof Response>[0])
+    .arrayBuffer()
+    .then((bytes) => write(response, init.status, init.headers, new Uint8Array(bytes)));
 }
 
 export function createLocalHost(options: LocalHostOptions): Server {
@@ -141,15 +140,12 @@ export function createLocalHost(options: LocalHostOptions): Server {
   }
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    let url: URL;
-    try {
-      // Only the path and query count; an absolute-form target's host is not ours to honour.
-      url = new URL(request.url ?? '/', 'http://localhost');
-    } catch {
-      await send(response, problem(new BrokerError('NOT_FOUND', 'The request target is not a valid path.'), undefined));
+    const target = parseTarget(request.url ?? '/');
+    if (target === null) {
+      send(response, problem(new BrokerError('NOT_FOUND', 'The request target is not a valid path.'), undefined));
       return;
     }
-    const path = url.pathname;
+    const path = target.pathname;
     const admin = /^\/admin\/functions\/([^/]+)\/?$/.exec(path);
     if (admin) {
       let name: string;
@@ -188,8 +184,8 @@ export function createLocalHost(options: LocalHostOptions): Server {
     }
     const httpRequest = new LocalHttpRequest({
       method,
-      url: `http://localhost${url.pathname}${url.search}`,
-      headers: new LocalHeaders(headersOf(request)),
+      url: `http://localhost${path}${target.search}`,
+      headers: new LocalHeaders(request.headers),
       params: found.params,
       body,
     });

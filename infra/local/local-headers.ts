@@ -1,3 +1,6 @@
+/** What Node's parser hands over: `IncomingMessage.headers`. */
+export type ParsedHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
+
 /** Whitespace fetch strips from both ends of a header value (HTTP tab or space, CR, LF). */
 function trimmed(value: string): boolean {
   if (value.length === 0) return true;
@@ -13,17 +16,6 @@ function ascii(name: string): boolean {
   return true;
 }
 
-/*
- * A request's headers as fetch's `Headers`, filled on first need. `new Headers(record)`
- * validates and copies every header (about 1.5 µs for a token request's five, more than the
- * rest of the host's work on it) while a handler reads two or three by name. `get` answers
- * those from the parsed record; every other member, and any name `get` cannot answer
- * exactly from the record, fills the real `Headers` first and goes through it.
- *
- * The record must be what Node's HTTP parser produces (`IncomingMessage.headers`, arrays
- * joined): lower-case token names and values without NUL, CR or LF, which is everything
- * `Headers` would refuse. test/infra/local-headers.test.ts holds it to `new Headers(record)`.
- */
 /** `Headers` with its members declared as methods: the global's typing has them as properties, which a subclass cannot override. */
 interface HeadersMethods {
   get(name: string): string | null;
@@ -40,10 +32,22 @@ interface HeadersMethods {
 }
 const FetchHeaders = Headers as unknown as new () => HeadersMethods;
 
+/*
+ * A request's headers as fetch's `Headers`, filled on first need. `new Headers(record)`
+ * validates and copies every header (about 1.5 µs for a token request's five, more than the
+ * rest of the host's work on it) while a handler reads two or three by name. `get` answers
+ * those from the parsed record; every other member, and any name `get` cannot answer
+ * exactly from the record, fills the real `Headers` first and goes through it.
+ *
+ * The record must be what Node's HTTP parser produces (`IncomingMessage.headers`): lower-case
+ * token names and values without NUL, CR or LF, which is everything `Headers` would refuse.
+ * A repeated header Node keeps as an array (`set-cookie`) counts as its values joined with
+ * ", ". test/infra/local-headers.test.ts holds it to `new Headers(record)` of that record.
+ */
 export class LocalHeaders extends FetchHeaders implements Headers {
-  #parsed: Readonly<Record<string, string>> | null;
+  #parsed: ParsedHeaders | null;
 
-  constructor(parsed: Readonly<Record<string, string>>) {
+  constructor(parsed: ParsedHeaders) {
     super();
     this.#parsed = parsed;
   }
@@ -56,8 +60,8 @@ export class LocalHeaders extends FetchHeaders implements Headers {
       // whitespace at its ends, a name not in the record or one `new Headers(record)` drops
       // is left to `Headers` itself.
       if (key !== '__proto__' && Object.hasOwn(parsed, key) && ascii(name)) {
-        const value = parsed[key]!;
-        if (trimmed(value)) return value;
+        const value = parsed[key];
+        if (typeof value === 'string' && trimmed(value)) return value;
       }
     }
     this.#fill();
@@ -116,6 +120,9 @@ export class LocalHeaders extends FetchHeaders implements Headers {
     this.#parsed = null;
     // In the record's order, as `new Headers(record)` adds them (and without "__proto__",
     // which it drops: it copies the record into a plain object first).
-    for (const name of Object.keys(parsed)) if (name !== '__proto__') super.append(name, parsed[name]!);
+    for (const name of Object.keys(parsed)) {
+      const value = parsed[name];
+      if (name !== '__proto__' && value !== undefined) super.append(name, typeof value === 'string' ? value : value.join(', '));
+    }
   }
 }
