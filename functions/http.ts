@@ -57,8 +57,10 @@ export interface BodyBytesSource {
   [BODY_BYTES](): Uint8Array | undefined;
 }
 
-export async function bodyBytes(request: HttpRequest | (HttpRequest & BodyBytesSource)): Promise<Uint8Array> {
-  return (BODY_BYTES in request ? request[BODY_BYTES]() : undefined) ?? new Uint8Array(await request.arrayBuffer());
+/** The body's bytes: at once from a request that holds them, else through `arrayBuffer()`. */
+export function bodyBytes(request: HttpRequest | (HttpRequest & BodyBytesSource)): Uint8Array | Promise<Uint8Array> {
+  const held = BODY_BYTES in request ? request[BODY_BYTES]() : undefined;
+  return held ?? request.arrayBuffer().then((buffer) => new Uint8Array(buffer));
 }
 
 /** Stateless between calls (no `stream` option), so one serves every request. */
@@ -119,7 +121,8 @@ export async function readJson<T>(request: HttpRequest, schema: z.ZodType<T>): P
   if (mediaType !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
     throw new BrokerError('UNSUPPORTED_MEDIA_TYPE', 'Send the body as JSON with "Content-Type: application/json".');
   }
-  const bytes = await bodyBytes(request);
+  const read = bodyBytes(request);
+  const bytes = read instanceof Uint8Array ? read : await read;
   if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
   let value: unknown;
   try {

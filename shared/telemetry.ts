@@ -1,6 +1,7 @@
-import { metrics, SpanStatusCode, trace, type Counter, type Gauge, type Meter, type Span } from '@opentelemetry/api';
+import { INVALID_SPAN_CONTEXT, metrics, ProxyTracerProvider, SpanStatusCode, trace, type Attributes, type Counter, type Gauge, type Meter, type Span } from '@opentelemetry/api';
 import { daysLeft } from './alerts/secret-expiry.js';
 import { BrokerError } from './errors.js';
+import { TupleMap } from './tuple-map.js';
 import type { AppRecord } from './storage/records.js';
 import type { AccessToken } from './tokens/access-tokens.js';
 
@@ -22,11 +23,25 @@ export function errorCode(error: unknown): string {
   return error instanceof BrokerError ? error.code : 'INTERNAL';
 }
 
+/** Where every tracer goes while no SDK is registered (the API's own no-op provider). */
+const NO_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate();
+/** What a no-op tracer's spans are: they record nothing. */
+const NOT_RECORDING = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/** True while no SDK is registered, as in tests and the local host: a span would record nothing. */
+function tracingOff(): boolean {
+  const provider = trace.getTracerProvider();
+  return provider instanceof ProxyTracerProvider && provider.getDelegate() === NO_TRACER_PROVIDER;
+}
+
 /**
  * Runs `work` inside an active span. A failure is recorded by its code alone, not with
- * `span.recordException`, which would export the message and the stack.
+ * `span.recordException`, which would export the message and the stack. Without an SDK,
+ * `work` gets a span that records nothing and no context is made for it: the API's no-op
+ * tracer would build one per call (a copied context map and a span) on the token path.
  */
 export function withSpan<T>(name: string, attributes: TelemetryAttributes, work: (span: Span) => Promise<T>): Promise<T> {
+  if (tracingOff()) return work(NOT_RECORDING);
   return trace.getTracer(TELEMETRY_NAME).startActiveSpan(name, { attributes }, async (span) => {
     try {
       return await work(span);
@@ -71,10 +86,20 @@ function current(): Instruments {
 }
 
 export type TokenRequestOutcome = 'issued' | 'refused' | 'failed';
+type TokenSource = AccessToken['source'] | 'none';
+
+/** One attributes object per outcome and source, made once: the token path counts every request. */
+const tokenRequestAttributes = new TupleMap<[TokenRequestOutcome, TokenSource], Attributes>();
 
 /** One `POST /api/token`; `source` is `none` when no token was issued. */
-export function recordTokenRequest(outcome: TokenRequestOutcome, source: AccessToken['source'] | 'none'): void {
-  current().tokenRequests.add(1, { outcome, source });
+export function recordTokenRequest(outcome: TokenRequestOutcome, source: TokenSource): void {
+  const key: [TokenRequestOutcome, TokenSource] = [outcome, source];
+  let attributes = tokenRequestAttributes.get(key);
+  if (attributes === undefined) {
+    attributes = Object.freeze({ outcome, source });
+    tokenRequestAttributes.set(key, attributes);
+  }
+  current().tokenRequests.add(1, attributes);
 }
 
 /** One call to Microsoft for a token; `failureClass` is the MicrosoftFailure class, `none` on success. */

@@ -3,7 +3,8 @@ import { BrokerError, problemType } from '../errors.js';
 /** A framework-free HTTP answer; functions/ turns it into the host's response type. */
 export interface PlainResponse {
   status: number;
-  headers: Record<string, string>;
+  /** Shared between answers (the token path answers with one object): read it, copy it to change it. */
+  headers: Readonly<Record<string, string>>;
   body: string;
 }
 
@@ -61,7 +62,9 @@ export function jsonResponse(status: number, value: unknown): PlainResponse {
   return jsonTextResponse(status, JSON.stringify(value));
 }
 
+const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ ...API_HEADERS, 'content-type': 'application/json' });
+
 /** For a body already rendered as JSON text. */
 export function jsonTextResponse(status: number, json: string): PlainResponse {
-  return { status, headers: { ...API_HEADERS, 'content-type': 'application/json' }, body: json };
+  return { status, headers: JSON_HEADERS, body: json };
 }

@@ -19,9 +19,10 @@ export function errorPage(error: unknown, log: (message: string, error: unknown)
     paragraphs: [failure.message, ...(failure.fix ? [failure.fix] : [])],
     details: [{ label: 'Error code', value: failure.code }],
   });
-  if (failure.retryAfterSeconds !== undefined) page.headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));
-  if (failure.allow) page.headers.allow = failure.allow.join(', ');
-  return page;
+  const headers: Record<string, string> = { ...page.headers };
+  if (failure.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(failure.retryAfterSeconds)));
+  if (failure.allow) headers.allow = failure.allow.join(', ');
+  return { ...page, headers };
 }
 
 export function renderSuccessPage(connected: Connected): PlainResponse {

@@ -122,7 +122,7 @@ export class TokenService {
         const { source } = token;
         const response = this.render(connection, token);
         this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });
-        span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
+        if (span.isRecording()) span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
         recordTokenRequest('issued', source);
         return response;
       } catch (error) {

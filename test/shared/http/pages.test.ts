@@ -116,7 +116,7 @@ describe('renderPage', () => {
 
   it('gives each response its own headers object', () => {
     const first = page();
-    first.headers['retry-after'] = '30';
+    (first.headers as Record<string, string>)['retry-after'] = '30';
     expect(page().headers['retry-after']).toBeUndefined();
   });
 
