@@ -117,7 +117,8 @@ function invalid(issues: z.core.$ZodIssue[], what: string): BrokerError {
 export async function readJson<T>(request: HttpRequest, schema: z.ZodType<T>): Promise<T> {
   const declared = Number(request.headers.get('content-length') ?? '0');
   if (declared > MAX_BODY_BYTES) throw tooLarge();
-  const mediaType = (request.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const contentType = request.headers.get('content-type');
+  const mediaType = contentType === 'application/json' ? contentType : (contentType ?? '').split(';')[0]!.trim().toLowerCase();
   if (mediaType !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
     throw new BrokerError('UNSUPPORTED_MEDIA_TYPE', 'Send the body as JSON with "Content-Type: application/json".');
   }

@@ -55,11 +55,12 @@ export class LocalHeaders extends FetchHeaders implements Headers {
   override get(name: string): string | null {
     const parsed = this.#parsed;
     if (parsed !== null && typeof name === 'string') {
-      const key = name.toLowerCase();
+      // The record's keys are lower case, as handlers mostly ask: those need no lower-casing.
       // fetch lower-cases ASCII only (the Kelvin sign is not a "k" to it); a value with
       // whitespace at its ends, a name not in the record or one `new Headers(record)` drops
       // is left to `Headers` itself.
-      if (key !== '__proto__' && Object.hasOwn(parsed, key) && ascii(name)) {
+      const key = Object.hasOwn(parsed, name) ? name : name.toLowerCase();
+      if (key !== '__proto__' && Object.hasOwn(parsed, key) && (key === name || ascii(name))) {
         const value = parsed[key];
         if (typeof value === 'string' && trimmed(value)) return value;
       }

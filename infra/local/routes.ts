@@ -76,7 +76,9 @@ export function matchRoute(route: CompiledRoute, parts: string[]): Record<string
     const part = parts[index];
     if (part === undefined) return null;
     if (segment.kind === 'param') params[segment.name] = part;
-    else if (segment.lowerCase !== part.toLowerCase()) return null;
+    // Lower-casing only when it could matter: a part of another length never lower-cases to
+    // an ASCII literal (what grows under toLowerCase is not ASCII).
+    else if (segment.lowerCase !== part && (segment.lowerCase.length !== part.length || segment.lowerCase !== part.toLowerCase())) return null;
   }
   return parts.length === segments.length ? params : null;
 }

@@ -59,6 +59,13 @@ interface RenderedAnswer {
   protocols: string;
   head: string;
   tail: string;
+  /**
+   * The last whole answer and its `expires_in`: requests within the same second get the same
+   * string, which the first write has already flattened (a string joined anew per request is
+   * flattened, measured and encoded again for each answer).
+   */
+  expiresIn: number;
+  body: string;
 }
 
 /** How stale the token path's view of a connection (status, protocols) may be. */
@@ -171,11 +178,18 @@ export class TokenService {
         // Both halves are non-empty objects: drop the closing and the opening brace.
         head: `${JSON.stringify({ access_token, token_type, expires_at }).slice(0, -1)},"expires_in":`,
         tail: `,${JSON.stringify(rest).slice(1)}`,
+        expiresIn: -1,
+        body: '',
       };
       this.rendered.delete(connection.id);
       this.rendered.set(connection.id, rendered);
       if (this.rendered.size > RENDERED_ANSWERS) this.rendered.delete(this.rendered.keys().next().value!);
     }
-    return `${rendered.head}${this.expiresIn(token)}${rendered.tail}`;
+    const expiresIn = this.expiresIn(token);
+    if (rendered.expiresIn !== expiresIn) {
+      rendered.expiresIn = expiresIn;
+      rendered.body = `${rendered.head}${expiresIn}${rendered.tail}`;
+    }
+    return rendered.body;
   }
 }
