@@ -10,7 +10,7 @@ import { errorPage } from '../../shared/http/result-pages.js';
 import { LocalInvocationContext } from './local-context.js';
 import { LocalHeaders } from './local-headers.js';
 import { LocalHttpRequest } from './local-request.js';
-import { bySpecificity, compileRoute, findRoute, parseTarget, type CompiledRoute } from './routes.js';
+import { compileRoute, parseTarget, routeTable, type CompiledRoute } from './routes.js';
 
 /*
  * A small stand-in for the Functions host (Core Tools cannot be installed everywhere): it
@@ -116,14 +116,14 @@ export function createLocalHost(options: LocalHostOptions): Server {
   const log = options.log ?? ((line: string) => console.log(line));
   const routes = options.registrations
     .filter((registration): registration is HttpRegistration => registration.kind === 'http')
-    .map(compileRoute)
-    .sort(bySpecificity);
+    .map(compileRoute);
   const timers = new Map(
     options.registrations
       .filter((registration): registration is TimerRegistration => registration.kind === 'timer')
       .map((timer) => [timer.name, timer]),
   );
   const handlers = new Map(routes.map((route) => [route, httpHandler(route.registration, options.services)]));
+  const findRoute = routeTable(routes);
 
   const context = (functionName: string) =>
     new LocalInvocationContext({
@@ -187,7 +187,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
       return;
     }
     const rest = parts.slice(1);
-    const found = findRoute(routes, rest);
+    const found = findRoute(rest);
     if (!found) {
       await send(response, problem(new BrokerError('NOT_FOUND', `There is nothing at ${path}.`), path));
       return;

@@ -90,3 +90,21 @@ export function findRoute(routes: readonly CompiledRoute[], parts: string[]): { 
   }
   return null;
 }
+
+/**
+ * `findRoute` over a fixed table, without trying every route: a template without a catch-all
+ * matches only paths of its own length, so each request tries the routes of its length (in
+ * specificity order) and then the catch-alls, which come last in that order anyway.
+ */
+export function routeTable(routes: readonly CompiledRoute[]): (parts: string[]) => ReturnType<typeof findRoute> {
+  const sorted = [...routes].sort(bySpecificity);
+  const byLength = new Map<number, CompiledRoute[]>();
+  for (const route of sorted) {
+    if (route.catchAll) continue;
+    const sameLength = byLength.get(route.segments.length) ?? [];
+    sameLength.push(route);
+    byLength.set(route.segments.length, sameLength);
+  }
+  const catchAlls = sorted.filter((route) => route.catchAll);
+  return (parts) => findRoute(byLength.get(parts.length) ?? [], parts) ?? findRoute(catchAlls, parts);
+}

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { HttpRegistration } from '../../functions/http.js';
-import { compileRoute, matchRoute, parseTarget } from '../../infra/local/routes.js';
+import { bySpecificity, compileRoute, findRoute, matchRoute, parseTarget, routeTable } from '../../infra/local/routes.js';
+import { registrations } from '../../functions/registrations.js';
 
 /** Where `new URL` decides; the local host skips it for targets it would not change. */
 function byUrl(target: string): { pathname: string; search: string } | null {
@@ -70,6 +71,25 @@ describe('the local host\'s route templates', () => {
         }
       }),
       { numRuns: 5_000 },
+    );
+  });
+});
+
+describe('the local host\'s route table', () => {
+  it('finds the route findRoute finds over the whole sorted list, for the broker\'s own routes', () => {
+    const routes = registrations({ rotationSchedule: '0 */5 * * * *' }).filter((registration): registration is HttpRegistration => registration.kind === 'http').map(compileRoute);
+    const sorted = [...routes].sort(bySpecificity);
+    const find = routeTable(routes);
+    const segment = fc.oneof(
+      fc.constantFrom(...new Set(routes.flatMap((route) => route.registration.route.split('/')).filter((part) => !part.startsWith('{')))),
+      fc.constantFrom('TOKEN', 'Manage', 'x', 'con_1', ''),
+      fc.string({ maxLength: 6 }),
+    );
+    fc.assert(
+      fc.property(fc.array(segment, { maxLength: 6 }), (parts) => {
+        expect(find(parts)).toEqual(findRoute(sorted, parts));
+      }),
+      { numRuns: 10_000 },
     );
   });
 });
