@@ -20,6 +20,12 @@ export class TtlCache<K, V> {
     },
   ) {}
 
+  /** The value while it is live, without loading: for callers with a synchronous way through on a hit. */
+  peek(key: K): V | undefined {
+    const hit = this.entries.get(key);
+    return hit && hit.until > this.options.clock.now().getTime() ? hit.value : undefined;
+  }
+
   get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = keepAll): Promise<V> {
     const now = this.options.clock.now().getTime();
     const hit = this.entries.get(key);

@@ -41,6 +41,10 @@ function notFound(): BrokerError {
   return new BrokerError('TENANT_NOT_FOUND', 'No tenant with this id exists.');
 }
 
+function unauthorized(): BrokerError {
+  return new BrokerError('UNAUTHORIZED', 'Send a valid tenant API key as "Authorization: Bearer mob_…".');
+}
+
 const tenantView = (tenant: TenantRecord): TenantView => ({
   id: tenant.id,
   name: tenant.name,
@@ -169,12 +173,14 @@ export class TenantsService {
    * keys are remembered for a few seconds: a revocation is immediate on the instance that
    * revoked, and reaches the others within `KEY_CACHE_TTL_MS`.
    */
-  async authenticate(authorization: string | null | undefined): Promise<TenantPrincipal> {
+  authenticate(authorization: string | null | undefined): Promise<TenantPrincipal> {
     const key = bearerKey(authorization);
-    const hash = key === null ? null : hashKey(key);
-    const principal = hash === null ? null : await this.principals.get(hash, () => this.principalOf(hash), (found) => found !== null);
-    if (!principal) throw new BrokerError('UNAUTHORIZED', 'Send a valid tenant API key as "Authorization: Bearer mob_…".');
-    return principal;
+    if (key === null) return Promise.reject(unauthorized());
+    const hash = hashKey(key);
+    // A key this instance knows is answered without waiting for anything.
+    const known = this.principals.peek(hash);
+    if (known) return Promise.resolve(known);
+    return this.principals.get(hash, () => this.principalOf(hash), (found) => found !== null).then((found) => found ?? Promise.reject(unauthorized()));
   }
 
   private async principalOf(hash: string): Promise<TenantPrincipal | null> {

@@ -105,10 +105,17 @@ export class AccessTokens {
    * instead of reading it again (a lease still goes by its ETag, so a stale one only costs a read).
    */
   async get(connection: ConnectionRecord, justRead: Versioned<ConnectionRecord> | null = null): Promise<AccessToken> {
+    return this.fromMemory(connection) ?? this.fly(connection.id, this.memory.get(connection.id), null, justRead, {});
+  }
+
+  /**
+   * `get` when this instance holds a fresh token, answered at once; `undefined` when it would
+   * have to fetch one. Throws as `get` does for a connection that cannot be served.
+   */
+  fromMemory(connection: ConnectionRecord): AccessToken | undefined {
     assertServable(connection);
     const cached = this.memory.get(connection.id);
-    if (this.fresh(cached)) return { ...cached, source: 'memory' };
-    return this.fly(connection.id, cached, null, justRead, {});
+    return this.fresh(cached) ? { ...cached, source: 'memory' } : undefined;
   }
 
   /**

@@ -10,6 +10,7 @@ import { xoauth2 } from '../verify/xoauth2.js';
 import type { AccessToken, AccessTokens } from './access-tokens.js';
 import type { AuditEvent } from './audit-log.js';
 import { TtlCache } from '../ttl-cache.js';
+import type { Span } from '@opentelemetry/api';
 import { recordTokenRequest, withSpan } from '../telemetry.js';
 
 /** What `POST /api/token` answers (DESIGN.md, "Resource shapes"). */
@@ -87,7 +88,7 @@ export class TokenService {
     // The remembered copy leaves out the row's sealed token (most of a row's size): a memory
     // miss goes to AccessTokens, which reads the row itself (or takes the one just read).
     let row: Versioned<ConnectionRecord> | null = null;
-    const connection = await this.connections.get(`${principal.tenantId}|${reference.toLowerCase()}`, async () => {
+    const connection = await this.connections.get(this.connectionKey(principal, reference), async () => {
       row = await this.lookup(principal, reference);
       return { ...row.value, accessTokenCipher: null };
     });
@@ -95,6 +96,10 @@ export class TokenService {
   }
 
   private readonly connections: TtlCache<string, ConnectionRecord>;
+
+  private connectionKey(principal: TenantPrincipal, reference: string): string {
+    return `${principal.tenantId}|${reference.toLowerCase()}`;
+  }
   private readonly rendered = new Map<string, RenderedAnswer>();
 
   private async lookup(principal: TenantPrincipal, reference: string): Promise<Versioned<ConnectionRecord>> {
@@ -116,32 +121,52 @@ export class TokenService {
 
   /**
    * The token endpoint: rate limit, issue, and an audit line, a span and a count for every
-   * outcome. Answers the `TokenResponse` as JSON text.
+   * outcome. Answers the `TokenResponse` as JSON text. A connection this instance knows with a
+   * fresh token in memory (nearly every request) is answered without waiting for anything.
    */
   issueFor(principal: TenantPrincipal, reference: string): Promise<string> {
     // The reference may be a mailbox: only ids go on the span.
-    return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, async (span) => {
+    return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, (span) => {
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
-        const { connection, row } = await this.resolve(principal, reference);
-        const token = await this.deps.accessTokens.get(connection, row);
-        const { source } = token;
-        const response = this.render(connection, token);
-        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });
-        if (span.isRecording()) span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
-        recordTokenRequest('issued', source);
-        return response;
+        const known = this.connections.peek(this.connectionKey(principal, reference));
+        const token = known && this.deps.accessTokens.fromMemory(known);
+        if (known && token) return Promise.resolve(this.issued(principal, known, token, span));
       } catch (error) {
-        const code = error instanceof BrokerError ? error.code : 'INTERNAL';
-        const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
-        const connectionId = CONNECTION_ID.test(reference) ? reference : null;
-        this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, outcome, code });
-        span.setAttributes({ 'broker.outcome': outcome, 'broker.source': 'none', ...(connectionId ? { 'broker.connection_id': connectionId } : {}) });
-        recordTokenRequest(outcome, 'none');
-        throw error;
+        return Promise.reject(this.refused(principal, reference, error, span));
       }
+      return this.issueAfterLookup(principal, reference, span);
     });
+  }
+
+  private async issueAfterLookup(principal: TenantPrincipal, reference: string, span: Span): Promise<string> {
+    try {
+      const { connection, row } = await this.resolve(principal, reference);
+      return this.issued(principal, connection, await this.deps.accessTokens.get(connection, row), span);
+    } catch (error) {
+      throw this.refused(principal, reference, error, span);
+    }
+  }
+
+  private issued(principal: TenantPrincipal, connection: ConnectionRecord, token: AccessToken, span: Span): string {
+    const { source } = token;
+    const response = this.render(connection, token);
+    this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });
+    if (span.isRecording()) span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
+    recordTokenRequest('issued', source);
+    return response;
+  }
+
+  /** Counts and audits a failed request; answers the error to throw. */
+  private refused(principal: TenantPrincipal, reference: string, error: unknown, span: Span): unknown {
+    const code = error instanceof BrokerError ? error.code : 'INTERNAL';
+    const outcome = error instanceof BrokerError && error.status < 500 ? 'refused' : 'failed';
+    const connectionId = CONNECTION_ID.test(reference) ? reference : null;
+    this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId, outcome, code });
+    span.setAttributes({ 'broker.outcome': outcome, 'broker.source': 'none', ...(connectionId ? { 'broker.connection_id': connectionId } : {}) });
+    recordTokenRequest(outcome, 'none');
+    return error;
   }
 
   /** The answer for one connection and token, as an object (what `issueFor` renders). */
