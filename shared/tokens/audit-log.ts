@@ -126,8 +126,12 @@ function statusOf(error: unknown): number | undefined {
   return error instanceof RestError ? error.statusCode : undefined;
 }
 
-/** What makes two events one row: the minute and every field of the event but its time. */
-type AggregateKey = [minute: number, tenantId: string, keyId: string, connectionId: string | null, outcome: string, code: string | null, source: string | null];
+/**
+ * What makes two events one row: the minute and every field of the event but its time. The
+ * few-valued fields come first, so thousands of connections share the inner maps and differ
+ * only in the last one.
+ */
+type AggregateKey = [minute: number, outcome: string, code: string | null, source: string | null, tenantId: string, keyId: string, connectionId: string | null];
 
 /** One row being counted: `row.count` grows as events arrive; `written` is what storage holds. */
 interface Aggregate {
@@ -193,7 +197,7 @@ export class AuditLog {
     const code = event.code === undefined ? null : event.code.slice(0, MAX_CODE_LENGTH);
     const source = event.source ?? null;
     this.unwritten += 1;
-    const key: AggregateKey = [minute, event.tenantId, event.keyId, connectionId, event.outcome, code, source];
+    const key: AggregateKey = [minute, event.outcome, code, source, event.tenantId, event.keyId, connectionId];
     const existing = this.byKey.get(key);
     if (existing) {
       existing.row.count += 1;
