@@ -17,7 +17,7 @@ export interface EndpointInput {
   services: Services;
   context: InvocationContext;
 }
-export type Endpoint = (input: EndpointInput) => Promise<PlainResponse<string | Uint8Array>>;
+export type Endpoint = (input: EndpointInput) => Promise<PlainResponse>;
 
 export interface HttpRegistration {
   kind: 'http';
@@ -66,7 +66,7 @@ export function bodyBytes(request: HttpRequest | (HttpRequest & BodyBytesSource)
 /** Stateless between calls (no `stream` option), so one serves every request. */
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-export function toHttpResponse(response: PlainResponse<string | Uint8Array>): HttpResponseInit {
+export function toHttpResponse(response: PlainResponse): HttpResponseInit {
   return { status: response.status, headers: response.headers, body: response.body };
 }
 

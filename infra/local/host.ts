@@ -103,7 +103,7 @@ function write(response: ServerResponse, status: number | undefined, headers: Ht
 }
 
 /** Synchronous for the answers handlers give (text, bytes or none); a stream or blob body is read first. */
-function send(response: ServerResponse, init: HttpResponseInit | PlainResponse<string | Uint8Array>): void | Promise<void> {
+function send(response: ServerResponse, init: HttpResponseInit | PlainResponse): void | Promise<void> {
   const { body } = init;
   if (typeof body === 'string' || body instanceof Uint8Array) return write(response, init.status, init.headers, body);
   if (body === undefined || body === null) return write(response, init.status, init.headers, '');

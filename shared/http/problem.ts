@@ -1,11 +1,11 @@
 import { BrokerError, problemType } from '../errors.js';
 
 /** A framework-free HTTP answer; functions/ turns it into the host's response type. */
-export interface PlainResponse<Body extends string | Uint8Array = string> {
+export interface PlainResponse {
   status: number;
   /** Shared between answers (the token path answers with one object): read it, copy it to change it. */
   headers: Readonly<Record<string, string>>;
-  body: Body;
+  body: string;
 }
 
 export interface ProblemDetails {
@@ -64,7 +64,7 @@ export function jsonResponse(status: number, value: unknown): PlainResponse {
 
 const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ ...API_HEADERS, 'content-type': 'application/json' });
 
-/** For a body already rendered as JSON text, or its UTF-8 bytes. */
-export function jsonTextResponse<Body extends string | Uint8Array>(status: number, json: Body): PlainResponse<Body> {
+/** For a body already rendered as JSON text. */
+export function jsonTextResponse(status: number, json: string): PlainResponse {
   return { status, headers: JSON_HEADERS, body: json };
 }

@@ -57,21 +57,17 @@ const RENDERED_ANSWERS = 256;
 interface RenderedAnswer {
   accessToken: string;
   mailbox: string;
-  protocolList: readonly string[];
   protocols: string;
   head: string;
   tail: string;
   /**
-   * The last whole answer and its `expires_in`, as text and as the UTF-8 bytes the endpoint
-   * writes: requests within the same second get the same bytes, not a string to measure and
-   * encode again for each answer.
+   * The last whole answer and its `expires_in`: requests within the same second get the same
+   * string. Made by `join`, which builds one flat string: a template literal would give a
+   * joined ("cons") string, which Node measures and encodes on a slow path for every write.
    */
   expiresIn: number;
   body: string;
-  bytes: Uint8Array;
 }
-
-const utf8 = new TextEncoder();
 
 /** How stale the token path's view of a connection (status, protocols) may be. */
 const CONNECTION_CACHE_TTL_MS = 5_000;
@@ -125,10 +121,10 @@ export class TokenService {
 
   /**
    * The token endpoint: rate limit, issue, and an audit line, a span and a count for every
-   * outcome. Answers the `TokenResponse` as JSON in UTF-8. A connection this instance knows with a
+   * outcome. Answers the `TokenResponse` as JSON text. A connection this instance knows with a
    * fresh token in memory (nearly every request) is answered without waiting for anything.
    */
-  issueFor(principal: TenantPrincipal, reference: string): Promise<Uint8Array> {
+  issueFor(principal: TenantPrincipal, reference: string): Promise<string> {
     // The reference may be a mailbox: only ids go on the span.
     return withSpan('token.issue', { 'broker.tenant_id': principal.tenantId, 'broker.key_id': principal.keyId }, (span) => {
       this.deps.touchKey(principal.tenantId, principal.keyId);
@@ -144,7 +140,7 @@ export class TokenService {
     });
   }
 
-  private async issueAfterLookup(principal: TenantPrincipal, reference: string, span: Span): Promise<Uint8Array> {
+  private async issueAfterLookup(principal: TenantPrincipal, reference: string, span: Span): Promise<string> {
     try {
       const { connection, row } = await this.resolve(principal, reference);
       return this.issued(principal, connection, await this.deps.accessTokens.get(connection, row), span);
@@ -153,9 +149,9 @@ export class TokenService {
     }
   }
 
-  private issued(principal: TenantPrincipal, connection: ConnectionRecord, token: AccessToken, span: Span): Uint8Array {
+  private issued(principal: TenantPrincipal, connection: ConnectionRecord, token: AccessToken, span: Span): string {
     const { source } = token;
-    const response = this.current(connection, token).bytes;
+    const response = this.render(connection, token);
     this.deps.audit({ tenantId: principal.tenantId, keyId: principal.keyId, connectionId: connection.id, outcome: 'issued', source });
     if (span.isRecording()) span.setAttributes({ 'broker.connection_id': connection.id, 'broker.outcome': 'issued', 'broker.source': source });
     recordTokenRequest('issued', source);
@@ -196,26 +192,19 @@ export class TokenService {
 
   /** `answer` as JSON text, rendered once per connection and token. */
   render(connection: ConnectionRecord, token: AccessToken): string {
-    return this.current(connection, token).body;
-  }
-
-  private current(connection: ConnectionRecord, token: AccessToken): RenderedAnswer {
+    const protocols = connection.protocols.join(' ');
     let rendered = this.rendered.get(connection.id);
-    // The remembered connection keeps its protocols array: the same one needs no comparing.
-    const sameProtocols = rendered !== undefined && (rendered.protocolList === connection.protocols || rendered.protocols === connection.protocols.join(' '));
-    if (!rendered || !sameProtocols || rendered.accessToken !== token.accessToken || rendered.mailbox !== connection.mailbox) {
+    if (!rendered || rendered.accessToken !== token.accessToken || rendered.mailbox !== connection.mailbox || rendered.protocols !== protocols) {
       const { access_token, token_type, expires_at, expires_in: _moving, ...rest } = this.answer(connection, token);
       rendered = {
         accessToken: token.accessToken,
         mailbox: connection.mailbox,
-        protocolList: connection.protocols,
-        protocols: connection.protocols.join(' '),
+        protocols,
         // Both halves are non-empty objects: drop the closing and the opening brace.
         head: `${JSON.stringify({ access_token, token_type, expires_at }).slice(0, -1)},"expires_in":`,
         tail: `,${JSON.stringify(rest).slice(1)}`,
         expiresIn: -1,
         body: '',
-        bytes: new Uint8Array(0),
       };
       this.rendered.delete(connection.id);
       this.rendered.set(connection.id, rendered);
@@ -224,9 +213,8 @@ export class TokenService {
     const expiresIn = this.expiresIn(token);
     if (rendered.expiresIn !== expiresIn) {
       rendered.expiresIn = expiresIn;
-      rendered.body = `${rendered.head}${expiresIn}${rendered.tail}`;
-      rendered.bytes = utf8.encode(rendered.body);
+      rendered.body = [rendered.head, expiresIn, rendered.tail].join('');
     }
-    return rendered;
+    return rendered.body;
   }
 }
