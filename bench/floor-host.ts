@@ -4,10 +4,11 @@ import { createLocalHost } from '../infra/local/host.js';
 
 /*
  * The second yardstick of bench:token: the local host itself (routing, the request object and
- * the `@azure/functions` InvocationContext it builds per call, the body read through that
- * request, the answer written) with a handler that does nothing but answer the broker's own
- * token response, passed in BENCH_BODY. What the broker costs above this is the token path's
- * own work; what this costs above the bare server is the host's per-request price.
+ * the invocation context it builds per call, the body read through that request with
+ * `arrayBuffer()`, the answer written at the end of the event-loop turn) with a handler that
+ * does nothing but answer the broker's own token response, passed in BENCH_BODY. What the
+ * broker costs above this is the token path's own work; what this costs above the bare server
+ * is the host's per-request price.
  */
 
 const body = process.env.BENCH_BODY ?? '{}';
