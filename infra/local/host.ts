@@ -96,8 +96,12 @@ function finishAll(): void {
 }
 
 function write(response: ServerResponse, status: number | undefined, headers: HttpResponseInit['headers'], body: string | Uint8Array): void {
-  // Status and headers now, so an invalid header fails here, in the request's own handling.
-  response.statusCode = status ?? 200;
+  // Status and headers now, so an invalid one fails here, in the request's own handling (and
+  // is answered with a 500) rather than in `end` at the turn's end. Node's own check: it
+  // refuses a status outside 100–999 only when the head is written.
+  const code = status ?? 200;
+  if (!Number.isInteger(code) || code < 100 || code > 999) throw new RangeError(`Invalid status code: ${code}`);
+  response.statusCode = code;
   setHeaders(response, headers);
   if (finishing.push({ response, body }) === 1) setImmediate(finishAll);
 }

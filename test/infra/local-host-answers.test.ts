@@ -2,6 +2,7 @@ import { request as httpRequest, Agent } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Services } from '../../shared/composition.js';
+import type { PlainResponse } from '../../shared/http/problem.js';
 import { createLocalHost } from '../../infra/local/host.js';
 
 /*
@@ -21,9 +22,10 @@ const host = createLocalHost({
       name: 'echo',
       route: 'echo/{id}',
       methods: {
-        POST: async ({ request }) => {
+        POST: async ({ request }): Promise<PlainResponse> => {
           const body = await request.text();
           if (request.query.get('wait') === '1') await gate;
+          if (request.query.get('status')) return { status: Number(request.query.get('status')), headers: {}, body: 'bad' };
           return { status: 200, headers: { 'content-type': 'text/plain', 'x-id': request.params.id! }, body: `${request.params.id}:${body}` };
         },
       },
@@ -76,6 +78,17 @@ describe('the local host\'s answers', () => {
       expect(answer).toEqual({ status: 200, id: `c${index}`, text: `c${index}:${'x'.repeat(index * 37)}` });
     });
     agent.destroy();
+  });
+
+  it('answers a handler\'s impossible status with a 500 problem, as before it was written at the turn\'s end', async () => {
+    await listening;
+    const agent = new Agent({ keepAlive: false });
+    for (const status of ['1000', '99', '200.5']) {
+      const answer = await post(agent, `/api/echo/s?status=${status}`, '').answer;
+      expect(answer.status, status).toBe(500);
+      expect(JSON.parse(answer.text)).toMatchObject({ code: 'INTERNAL', status: 500 });
+    }
+    expect(await post(agent, '/api/echo/ok?status=201', '').answer).toMatchObject({ status: 201, text: 'bad' });
   });
 
   it('answers everyone else when some clients left before their answers were written', async () => {
