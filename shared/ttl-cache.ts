@@ -22,15 +22,13 @@ export class TtlCache<K, V> {
 
   /** The value while it is live, without loading: for callers with a synchronous way through on a hit. */
   peek(key: K): V | undefined {
-    const hit = this.entries.get(key);
-    return hit && hit.until > this.options.clock.now().getTime() ? hit.value : undefined;
+    return this.live(key)?.value;
   }
 
   get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = keepAll): Promise<V> {
-    const now = this.options.clock.now().getTime();
-    const hit = this.entries.get(key);
+    const hit = this.live(key);
     // Not an async function: a hit, the common case on the token path, resolves without one.
-    if (hit && hit.until > now) return Promise.resolve(hit.value);
+    if (hit) return Promise.resolve(hit.value);
     let pending = this.loading.get(key);
     if (!pending) {
       let loaded: Promise<V>;
@@ -48,6 +46,12 @@ export class TtlCache<K, V> {
       this.loading.set(key, pending);
     }
     return pending;
+  }
+
+  /** The entry while it is live: what `peek` and `get` both count as a hit. */
+  private live(key: K): { value: V; until: number } | undefined {
+    const hit = this.entries.get(key);
+    return hit && hit.until > this.options.clock.now().getTime() ? hit : undefined;
   }
 
   delete(key: K): void {

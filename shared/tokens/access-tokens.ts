@@ -105,16 +105,16 @@ export class AccessTokens {
    * instead of reading it again (a lease still goes by its ETag, so a stale one only costs a read).
    */
   async get(connection: ConnectionRecord, justRead: Versioned<ConnectionRecord> | null = null): Promise<AccessToken> {
-    return this.fromMemory(connection) ?? this.fly(connection.id, this.memory.get(connection.id), null, justRead, {});
+    const cached = this.memory.get(connection.id);
+    return this.fromMemory(connection, cached) ?? this.fly(connection.id, cached, null, justRead, {});
   }
 
   /**
    * `get` when this instance holds a fresh token, answered at once; `undefined` when it would
    * have to fetch one. Throws as `get` does for a connection that cannot be served.
    */
-  fromMemory(connection: ConnectionRecord): AccessToken | undefined {
+  fromMemory(connection: ConnectionRecord, cached = this.memory.get(connection.id)): AccessToken | undefined {
     assertServable(connection);
-    const cached = this.memory.get(connection.id);
     return this.fresh(cached) ? { ...cached, source: 'memory' } : undefined;
   }
 

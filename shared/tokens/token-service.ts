@@ -82,13 +82,13 @@ export class TokenService {
    * connection is answered exactly like one that does not exist. With it, the row itself when
    * this call had to read it: AccessTokens then starts from that row instead of reading it again.
    */
-  private async resolve(principal: TenantPrincipal, reference: string): Promise<{ connection: ConnectionRecord; row: Versioned<ConnectionRecord> | null }> {
+  private async resolve(principal: TenantPrincipal, reference: string, key: string): Promise<{ connection: ConnectionRecord; row: Versioned<ConnectionRecord> | null }> {
     // A status change (needs_reauth, a deletion) reaches this instance within the TTL; a
     // refresh goes by the row as storage holds it (its lease needs the row's current ETag).
     // The remembered copy leaves out the row's sealed token (most of a row's size): a memory
     // miss goes to AccessTokens, which reads the row itself (or takes the one just read).
     let row: Versioned<ConnectionRecord> | null = null;
-    const connection = await this.connections.get(this.connectionKey(principal, reference), async () => {
+    const connection = await this.connections.get(key, async () => {
       row = await this.lookup(principal, reference);
       return { ...row.value, accessTokenCipher: null };
     });
@@ -130,19 +130,20 @@ export class TokenService {
       this.deps.touchKey(principal.tenantId, principal.keyId);
       try {
         this.deps.checkRateLimit(principal.keyId);
-        const known = this.connections.peek(this.connectionKey(principal, reference));
+        const key = this.connectionKey(principal, reference);
+        const known = this.connections.peek(key);
         const token = known && this.deps.accessTokens.fromMemory(known);
         if (known && token) return Promise.resolve(this.issued(principal, known, token, span));
+        return this.issueAfterLookup(principal, reference, key, span);
       } catch (error) {
         return Promise.reject(this.refused(principal, reference, error, span));
       }
-      return this.issueAfterLookup(principal, reference, span);
     });
   }
 
-  private async issueAfterLookup(principal: TenantPrincipal, reference: string, span: Span): Promise<string> {
+  private async issueAfterLookup(principal: TenantPrincipal, reference: string, key: string, span: Span): Promise<string> {
     try {
-      const { connection, row } = await this.resolve(principal, reference);
+      const { connection, row } = await this.resolve(principal, reference, key);
       return this.issued(principal, connection, await this.deps.accessTokens.get(connection, row), span);
     } catch (error) {
       throw this.refused(principal, reference, error, span);
