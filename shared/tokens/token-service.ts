@@ -46,27 +46,25 @@ function notFound(): BrokerError {
 /** Built once: the token path tests every reference against it. */
 const CONNECTION_ID = idPattern('con');
 
-/** Rendered answers kept per instance: the most recently rendered, not all of them (each is a few KB). */
+/** Rendered answers kept per instance: the most recently kept, not all of them (each is a few KB). */
 const RENDERED_ANSWERS = 256;
 
 /**
- * One connection's answer as JSON text around `expires_in`, the only field that moves while
- * the token stays the same: a cached token is answered without serialising a few KB of JSON
- * and base64-encoding the XOAUTH2 string again on every request.
+ * One connection's answer as JSON text, kept so that a connection asked for again and again
+ * is answered without serialising a few KB of JSON and base64-encoding the XOAUTH2 string
+ * on every request. Only `expires_in` moves while the token stays the same: it is written
+ * into the kept text when the second changes. The text is made by `join`, which builds one
+ * flat string: a template literal would give a joined ("cons") string, which Node measures
+ * and encodes on a slow path for every write.
  */
 interface RenderedAnswer {
   accessToken: string;
   mailbox: string;
   protocols: string;
-  head: string;
-  tail: string;
-  /**
-   * The last whole answer and its `expires_in`: requests within the same second get the same
-   * string. Made by `join`, which builds one flat string: a template literal would give a
-   * joined ("cons") string, which Node measures and encodes on a slow path for every write.
-   */
-  expiresIn: number;
   body: string;
+  /** Where `expires_in`'s digits start in `body`, and the number they say. */
+  at: number;
+  expiresIn: number;
 }
 
 /** How stale the token path's view of a connection (status, protocols) may be. */
@@ -101,6 +99,14 @@ export class TokenService {
     return `${principal.tenantId}|${reference.toLowerCase()}`;
   }
   private readonly rendered = new Map<string, RenderedAnswer>();
+  /**
+   * Connections rendered once in the second `renderedSecond`. Only a second render within the
+   * same second keeps the answer: one kept for a connection asked for once in a while would
+   * be a few KB that outlive the request for nothing and, under a stream of different
+   * connections, fill the heap with answers no one asks for again.
+   */
+  private readonly renderedOnce = new Set<string>();
+  private renderedSecond = -1;
 
   private async lookup(principal: TenantPrincipal, reference: string): Promise<Versioned<ConnectionRecord>> {
     const { tables } = this.deps;
@@ -187,35 +193,45 @@ export class TokenService {
     };
   }
 
-  private expiresIn(token: AccessToken): number {
-    return Math.max(0, Math.floor((token.expiresOn.getTime() - this.deps.clock.now().getTime()) / 1000));
+  private expiresIn(token: AccessToken, nowMs = this.deps.clock.now().getTime()): number {
+    return Math.max(0, Math.floor((token.expiresOn.getTime() - nowMs) / 1000));
   }
 
-  /** `answer` as JSON text, rendered once per connection and token. */
+  /** `answer` as JSON text; kept for a connection asked for more than once in a second. */
   render(connection: ConnectionRecord, token: AccessToken): string {
+    const nowMs = this.deps.clock.now().getTime();
+    const expiresIn = this.expiresIn(token, nowMs);
     const protocols = connection.protocols.join(' ');
-    let rendered = this.rendered.get(connection.id);
-    if (!rendered || rendered.accessToken !== token.accessToken || rendered.mailbox !== connection.mailbox || rendered.protocols !== protocols) {
-      const { access_token, token_type, expires_at, expires_in: _moving, ...rest } = this.answer(connection, token);
-      rendered = {
-        accessToken: token.accessToken,
-        mailbox: connection.mailbox,
-        protocols,
-        // Both halves are non-empty objects: drop the closing and the opening brace.
-        head: `${JSON.stringify({ access_token, token_type, expires_at }).slice(0, -1)},"expires_in":`,
-        tail: `,${JSON.stringify(rest).slice(1)}`,
-        expiresIn: -1,
-        body: '',
-      };
+    const kept = this.rendered.get(connection.id);
+    if (kept && kept.accessToken === token.accessToken && kept.mailbox === connection.mailbox && kept.protocols === protocols) {
+      if (kept.expiresIn !== expiresIn) {
+        const { body, at } = kept;
+        kept.body = [body.slice(0, at), expiresIn, body.slice(at + String(kept.expiresIn).length)].join('');
+        kept.expiresIn = expiresIn;
+      }
+      return kept.body;
+    }
+    const { access_token, token_type, expires_at, expires_in: _moving, ...rest } = this.answer(connection, token);
+    // Both halves are non-empty objects: drop the closing and the opening brace.
+    const head = `${JSON.stringify({ access_token, token_type, expires_at }).slice(0, -1)},"expires_in":`;
+    const body = [head, expiresIn, `,${JSON.stringify(rest).slice(1)}`].join('');
+    if (kept || this.askedBeforeThisSecond(connection.id, nowMs)) {
       this.rendered.delete(connection.id);
-      this.rendered.set(connection.id, rendered);
+      this.rendered.set(connection.id, { accessToken: token.accessToken, mailbox: connection.mailbox, protocols, body, at: head.length, expiresIn });
       if (this.rendered.size > RENDERED_ANSWERS) this.rendered.delete(this.rendered.keys().next().value!);
     }
-    const expiresIn = this.expiresIn(token);
-    if (rendered.expiresIn !== expiresIn) {
-      rendered.expiresIn = expiresIn;
-      rendered.body = [rendered.head, expiresIn, rendered.tail].join('');
+    return body;
+  }
+
+  /** Whether `id` was rendered earlier in this second; notes it when not. */
+  private askedBeforeThisSecond(id: string, nowMs: number): boolean {
+    const second = Math.floor(nowMs / 1000);
+    if (second !== this.renderedSecond) {
+      this.renderedSecond = second;
+      this.renderedOnce.clear();
     }
-    return rendered.body;
+    if (this.renderedOnce.has(id)) return true;
+    this.renderedOnce.add(id);
+    return false;
   }
 }

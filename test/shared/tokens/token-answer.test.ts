@@ -4,7 +4,7 @@ import type { StorageTables } from '../../../shared/storage/tables.js';
 import type { AccessToken, AccessTokens } from '../../../shared/tokens/access-tokens.js';
 import { TokenService } from '../../../shared/tokens/token-service.js';
 
-/* The token answer is rendered once per connection and token; what callers read must not change. */
+/* The token answer is kept for connections asked for often; what callers read must not change. */
 
 let now = Date.parse('2026-03-01T12:00:00.000Z');
 const clock = { now: () => new Date(now) };
@@ -72,18 +72,62 @@ describe('TokenService.render', () => {
     expect(answer).not.toHaveProperty('smtp');
   });
 
-  it('renders a connection and token once, and anew once 256 other connections pushed it out', () => {
+  it('keeps the answer of a connection asked for twice within a second, not of one asked for once', () => {
     const answer = vi.spyOn(service, 'answer');
     try {
-      const record = { ...connection(), id: 'con_oncerendered' };
-      const issued = token('eyJ.once');
-      const first = service.render(record, issued);
-      expect(service.render(record, issued)).toBe(first);
-      expect(answer).toHaveBeenCalledTimes(1);
-      for (let index = 0; index < 256; index += 1) service.render({ ...connection(), id: `con_other${index}` }, issued);
+      now = Math.ceil(now / 1000) * 1000 + 100;
+      const issued = token('eyJ.kept');
+      const once = { ...connection(), id: 'con_askedonce' };
+      service.render(once, issued);
+      // Once a second, each second: never kept.
+      for (let second = 1; second < 3; second += 1) {
+        now += 1000;
+        service.render(once, issued);
+      }
+      expect(answer).toHaveBeenCalledTimes(3);
+
+      const hot = { ...connection(), id: 'con_askedtwice' };
+      const first = service.render(hot, issued);
+      expect(service.render(hot, issued)).toBe(first);
+      expect(answer).toHaveBeenCalledTimes(5);
+      const kept = service.render(hot, issued);
+      expect(kept).toBe(first);
+      expect(answer).toHaveBeenCalledTimes(5);
+
+      // Connections asked for once do not push a kept answer out; 256 asked for twice do.
+      for (let index = 0; index < 300; index += 1) service.render({ ...connection(), id: `con_cold${index}` }, issued);
       answer.mockClear();
-      service.render(record, issued);
+      expect(service.render(hot, issued)).toBe(kept);
+      expect(answer).not.toHaveBeenCalled();
+      for (let index = 0; index < 256; index += 1) {
+        const other = { ...connection(), id: `con_other${index}` };
+        service.render(other, issued);
+        service.render(other, issued);
+      }
+      answer.mockClear();
+      service.render(hot, issued);
       expect(answer).toHaveBeenCalledTimes(1);
+    } finally {
+      answer.mockRestore();
+    }
+  });
+
+  it('writes the moving expires_in into a kept answer, also when its number of digits changes', () => {
+    const answer = vi.spyOn(service, 'answer');
+    try {
+      const record = { ...connection(), id: 'con_keptmoving' };
+      const issued = token('eyJ.moving', 170);
+      service.render(record, issued);
+      service.render(record, issued);
+      answer.mockClear();
+      for (const step of [0, 1_000, 59_000, 30_000, 3_600_000, 6_190_000, 9_000, 1_000, 500_000]) {
+        now += step;
+        const rendered = JSON.parse(service.render(record, issued)) as Record<string, unknown>;
+        const expected = { ...service.answer(record, issued) };
+        expect(rendered).toEqual(expected);
+      }
+      // Each `answer` call above is the test's own expectation: render itself made none.
+      expect(answer).toHaveBeenCalledTimes(9);
     } finally {
       answer.mockRestore();
     }
