@@ -23,8 +23,9 @@ import { connectedRow, inPool, OPERATOR_KEY, progress, startStack, type Stack } 
  * Run A (the figure of issue 7): the sweep as composition.ts builds it, in its own process,
  * with the write budget raised to --budget (2,500 per 10 s; the BROKER_KV_WRITE_BUDGET setting
  * stops at 300) and --concurrency (8, the product's value when this benchmark was first run;
- * BROKER_SWEEP_CONCURRENCY now defaults to 16). Ideal: min(concurrency / latency,
- * budget / 10 s). Run B (the product path, unless --product-connections 0): --product-connections
+ * BROKER_SWEEP_CONCURRENCY now defaults to 16). The concurrency is the number of calls to
+ * the identity provider in flight; the sweep leases as many connections again ahead of their
+ * call. Ideal: min(concurrency / latency, budget / 10 s). Run B (the product path, unless --product-connections 0): --product-connections
  * of the same rows made due again, swept by `POST /admin/functions/rotate-tokens` on a broker
  * started with BROKER_KV_WRITE_BUDGET=300 and BROKER_SWEEP_CONCURRENCY=--product-concurrency
  * (16, the default), where the budget, not the concurrency, is the limit.
@@ -311,7 +312,7 @@ runMain(async () => {
       result.cpuMsPerRefresh.azurite,
     ]),
   );
-  console.log(`Run A, wall time of each awaited call in the sweeper (${concurrency} at a time):\n`);
+  console.log(`Run A, wall time of each awaited call in the sweeper (${concurrency} identity calls at a time, up to ${2 * concurrency} connections in flight; "end to end" includes the wait for an identity slot):\n`);
   printTable(
     ['call', 'count', 'per refresh', 'mean ms', 'p50 ms', 'p99 ms'],
     workerResult.timings.map((step) => [step.call, step.count, step.count / Math.max(1, runA.run.refreshed), step.meanMs, step.p50Ms, step.p99Ms]),

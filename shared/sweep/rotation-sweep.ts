@@ -8,6 +8,7 @@ import type { ConnectionRecord, RunRecord } from '../storage/records.js';
 import type { StorageTables } from '../storage/tables.js';
 import { withSpan } from '../telemetry.js';
 import type { AccessTokens, KeepAliveOptions } from '../tokens/access-tokens.js';
+import { Slots } from './slots.js';
 import type { WriteBudget } from './write-budget.js';
 
 /*
@@ -28,7 +29,7 @@ export interface SweepDeps {
   writeBudget: WriteBudget;
   refreshMaxAgeDays: number;
   timeBudgetSeconds: number;
-  /** Refreshes in flight at once (BROKER_SWEEP_CONCURRENCY). */
+  /** Calls to Microsoft in flight at once (BROKER_SWEEP_CONCURRENCY). */
   concurrency: number;
   /** Alerts ride along with each run (secret expiry, queued emails); absent until configured. */
   alerts?: () => Promise<Record<string, number>>;
@@ -104,6 +105,11 @@ export class RotationSweep {
     };
     // Most connections share a handful of apps: their credentials are read once per run.
     const credentials = this.deps.accessTokens.appCredentialsForRun();
+    // `limit` calls to Microsoft at once, and as many connections again being made ready for
+    // theirs (lease, refresh-token read): a slot's next refresh does not wait for storage.
+    // A connection made ready holds its lease for about one call's time before it is redeemed.
+    const redeemSlots = new Slots(limit);
+    const redeemSlot = <T>(call: () => Promise<T>) => redeemSlots.run(call);
     // Outcomes still being written to the connections' rows; a slot does not wait for them.
     const settling: Promise<void>[] = [];
     const settleLater = (settled: Promise<void>) => {
@@ -127,15 +133,16 @@ export class RotationSweep {
         run.skippedForTime += 1;
         break;
       }
-      if (budget.exhausted || !this.deps.writeBudget.canSpendBy(deadline)) {
+      // Each refresh in flight may still want its write: this one starts only if all can have theirs.
+      if (budget.exhausted || !this.deps.writeBudget.canSpendBy(deadline, inFlight.size)) {
         stopped = 'budget';
         run.skippedForBudget += 1;
         break;
       }
-      const task = this.refreshOne(row, staleBefore, run, { writeGate: budget.writeGate, credentials, settleLater }).finally(() => inFlight.delete(task));
+      const task = this.refreshOne(row, staleBefore, run, { writeGate: budget.writeGate, credentials, settleLater, redeemSlot }).finally(() => inFlight.delete(task));
       inFlight.add(task);
       cursor = connection.id;
-      if (inFlight.size >= limit) await Promise.race(inFlight);
+      if (inFlight.size >= 2 * limit) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
     await Promise.all(settling);

@@ -66,11 +66,17 @@ export class WriteBudget {
     return true;
   }
 
-  /** Whether a slot will be free by `deadline`, without taking it: the sweep asks before it starts a refresh. */
-  canSpendBy(deadline: number): boolean {
+  /**
+   * Whether a slot will be free by `deadline` for one more write after `promised` others
+   * already started that have yet to ask for theirs, without taking any: the sweep asks before
+   * it starts a refresh. A write in flight is counted as finishing now, its slot free 10 s on.
+   */
+  canSpendBy(deadline: number, promised = 0): boolean {
     const now = this.options.clock.now().getTime();
-    if (this.used(now) < this.options.writesPer10s) return true;
-    return this.nextFree(now) <= deadline;
+    const needed = promised + 1 - (this.options.writesPer10s - this.used(now));
+    if (needed <= 0) return true;
+    const freeAt = needed <= this.finished.length ? this.finished[needed - 1]! + this.windowMs : now + this.windowMs;
+    return freeAt <= deadline;
   }
 
   /** Writes in flight plus those that finished within the last 10 s. */

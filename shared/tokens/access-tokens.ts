@@ -72,6 +72,12 @@ export interface KeepAliveOptions {
    * fails, the connection stays due and its lease runs out by itself.
    */
   settleLater?: (settled: Promise<void>) => void;
+  /**
+   * Runs each call to Microsoft when the caller has room for it. The sweep takes leases and
+   * reads refresh tokens for more connections than it redeems at once, so that a slot goes
+   * from one call to Microsoft to the next without waiting for storage in between.
+   */
+  redeemSlot?: <T>(call: () => Promise<T>) => Promise<T>;
 }
 
 const sealedToken = z.object({ accessToken: z.string(), expiresOn: z.string(), scopes: z.array(z.string()) });
@@ -271,12 +277,15 @@ export class AccessTokens {
     }
     const source = options.credentials ?? this.appCredentials;
     const scopes = delegatedScopes(connection.protocols, this.deps.mailResource);
+    const call = <T>(microsoft: () => Promise<T>) => (options.redeemSlot ? options.redeemSlot(microsoft) : microsoft());
     const redeem = (credentials: AppWithSecret) =>
-      this.deps.identity.refresh({
-        app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
-        scopes,
-        refreshToken: stored.value,
-      });
+      call(() =>
+        this.deps.identity.refresh({
+          app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
+          scopes,
+          refreshToken: stored.value,
+        }),
+      );
     let credentials: AppWithSecret;
     try {
       credentials = await source.get(connection.appId);

@@ -5,7 +5,9 @@ import { connectMailbox, startConnectFixture, type ConnectFixture } from '../sup
 
 /*
  * BROKER_SWEEP_CONCURRENCY reaches the rotate-tokens timer: with the identity provider slowed
- * down, the number of refreshes in flight at once never exceeds it, and reaches it.
+ * down, the number of calls to Microsoft in flight at once never exceeds it, and reaches it.
+ * As many connections again are leased ahead of their call, never more, and every lease is
+ * let go by the end of the run.
  */
 
 const DAY = 86_400_000;
@@ -28,6 +30,18 @@ describe('BROKER_SWEEP_CONCURRENCY', () => {
     const refresh = services.identity.refresh.bind(services.identity);
     let inFlight = 0;
     let most = 0;
+    // The leases as the refreshes take and let go of them, on the rows themselves.
+    const connections = services.tables.connections as { replace: typeof services.tables.connections.replace };
+    const replace = services.tables.connections.replace.bind(services.tables.connections);
+    const leased = new Set<string>();
+    let mostLeased = 0;
+    connections.replace = async (value, etag) => {
+      const written = await replace(value, etag);
+      if (value.leaseOwner) leased.add(value.id);
+      else leased.delete(value.id);
+      mostLeased = Math.max(mostLeased, leased.size);
+      return written;
+    };
     identity.refresh = async (input) => {
       inFlight += 1;
       most = Math.max(most, inFlight);
@@ -46,7 +60,14 @@ describe('BROKER_SWEEP_CONCURRENCY', () => {
       const runs = (await (await fixture.broker.call('GET', '/api/manage/runs?limit=1')).json()) as { items: RunRecord[] };
       expect(runs.items[0]).toMatchObject({ due: 7, refreshed: 7, failed: {} });
       expect(most).toBe(3);
+      expect(mostLeased).toBe(6);
+      expect(leased.size).toBe(0);
+      const rows = await Promise.all(
+        (await (await fixture.broker.call('GET', '/api/manage/connections?limit=50')).json() as { items: Array<{ id: string }> }).items.map((item) => services.tables.connections.get(item.id, '')),
+      );
+      expect(rows.filter((row) => row?.value.leaseOwner)).toEqual([]);
     } finally {
+      connections.replace = replace;
       identity.refresh = refresh;
       fixture.clock.advance(-8 * DAY);
     }

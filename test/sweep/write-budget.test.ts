@@ -46,6 +46,30 @@ describe('WriteBudget', () => {
     expect(sleeps.at(-1)).toBe(10_000);
   });
 
+  it('answers whether one more write fits by a deadline after those already promised', async () => {
+    const time = virtualTime();
+    const budget = new WriteBudget({ writesPer10s: 3, clock: time.clock, sleep: async (ms) => void time.advance(ms) });
+    const start = time.at();
+    expect(budget.canSpendBy(start, 2)).toBe(true);
+    expect(budget.canSpendBy(start + 9_999, 3)).toBe(false);
+    expect(budget.canSpendBy(start + 10_000, 3)).toBe(true);
+    await budget.spend(start, async () => undefined);
+    time.advance(4_000);
+    await budget.spend(time.at(), async () => undefined);
+    const slow = pendingWrite();
+    const writing = budget.spend(time.at(), slow.write);
+    // Full: the next slots free as the writes leave the window, in the order they finished,
+    // and the one still writing is counted as if it finished now.
+    expect(budget.canSpendBy(start + 10_000, 0)).toBe(true);
+    expect(budget.canSpendBy(start + 9_999, 0)).toBe(false);
+    expect(budget.canSpendBy(start + 14_000, 1)).toBe(true);
+    expect(budget.canSpendBy(start + 13_999, 1)).toBe(false);
+    expect(budget.canSpendBy(time.at() + 10_000, 2)).toBe(true);
+    expect(budget.canSpendBy(time.at() + 9_999, 2)).toBe(false);
+    slow.finish();
+    await writing;
+  });
+
   it('counts a failed write too: the request may have reached the vault', async () => {
     const time = virtualTime();
     const budget = new WriteBudget({ writesPer10s: 1, clock: time.clock, sleep: async (ms) => void time.advance(ms) });
