@@ -22,6 +22,12 @@ import type { DataKey } from './data-key.js';
 /** Refresh ahead of expiry: a token with less than this left is not handed out when a refresh can succeed. */
 const REFRESH_AHEAD_MS = 5 * 60_000;
 const LEASE_MS = 30_000;
+/**
+ * A call to Microsoft starts only with this much of the lease left (a call's own time limit is
+ * 15 s): a lease taken a while before the call (the sweep's connections waiting for a slot,
+ * slow storage) is renewed first, so it cannot run out while Microsoft is answering.
+ */
+const LEASE_LEFT_FOR_A_CALL_MS = 20_000;
 /** Connections whose access token one instance keeps in memory (about 2 KB each). */
 const MEMORY_LIMIT = 50_000;
 /** Key Vault allows ~300 writes per 10 s per vault; a rotated refresh token is written at most once a day. */
@@ -247,6 +253,20 @@ export class AccessTokens {
     }
   }
 
+  /**
+   * The lease with enough time left for a call to Microsoft: as it is, or renewed. If the row
+   * changed meanwhile (another instance took over a lease that ran out, an operator's change),
+   * no call is made: the connection is left to whoever holds it now, or to the next attempt.
+   */
+  private async leaseForCall(leased: Versioned<ConnectionRecord>): Promise<Versioned<ConnectionRecord>> {
+    const now = this.deps.clock.now();
+    if (Date.parse(leased.value.leaseUntil ?? '') - now.getTime() >= LEASE_LEFT_FOR_A_CALL_MS) return leased;
+    const renewed = await this.takeLease(leased, now);
+    if (renewed) return renewed;
+    this.deps.log(`refreshing ${leased.value.id}: its lease ran short and the row changed meanwhile; not calling Microsoft`);
+    throw new BrokerError('REFRESH_IN_PROGRESS', 'Another instance is refreshing this token or the connection changed; try again shortly.', { retryAfterSeconds: 5 });
+  }
+
   /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
   private async refreshHolding(
     leased: Versioned<ConnectionRecord>,
@@ -277,15 +297,16 @@ export class AccessTokens {
     }
     const source = options.credentials ?? this.appCredentials;
     const scopes = delegatedScopes(connection.protocols, this.deps.mailResource);
-    const call = <T>(microsoft: () => Promise<T>) => (options.redeemSlot ? options.redeemSlot(microsoft) : microsoft());
+    const inSlot = <T>(work: () => Promise<T>) => (options.redeemSlot ? options.redeemSlot(work) : work());
     const redeem = (credentials: AppWithSecret) =>
-      call(() =>
-        this.deps.identity.refresh({
+      inSlot(async () => {
+        leased = await this.leaseForCall(leased);
+        return this.deps.identity.refresh({
           app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
           scopes,
           refreshToken: stored.value,
-        }),
-      );
+        });
+      });
     let credentials: AppWithSecret;
     try {
       credentials = await source.get(connection.appId);
@@ -297,6 +318,8 @@ export class AccessTokens {
     try {
       tokens = await redeem(credentials);
     } catch (error) {
+      // The lease could not be kept: nothing was redeemed, and the row is not this call's to write.
+      if (error instanceof BrokerError) throw error;
       // Remembered credentials may predate a secret rotation: a refused secret is retried
       // once with the stored one if it is newer. The refresh token was not redeemed. If the
       // stored one cannot be read now, Microsoft's refusal is the answer.
@@ -306,6 +329,7 @@ export class AccessTokens {
       try {
         tokens = await redeem(newer);
       } catch (retried) {
+        if (retried instanceof BrokerError) throw retried;
         return this.failed(leased, classify(retried), lastSeen);
       }
     }
@@ -362,6 +386,7 @@ export class AccessTokens {
     } catch (error) {
       return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
     }
+    leased = await this.leaseForCall(leased);
     let result: AppOnlyToken;
     try {
       result = await this.deps.identity.clientCredentials({
