@@ -346,105 +346,79 @@ describe('the rotation sweep', () => {
   });
 
   describe('a connection made ready ahead of its call to Microsoft', () => {
-    /** Leases as written to the row (owner and end), while `watch` runs. */
-    async function leasesWrittenDuring<T>(watch: () => Promise<T>): Promise<{ result: PromiseSettledResult<T>; leases: Array<{ owner: string; until: number; at: number }> }> {
-      const connections = fixture.broker.services.tables.connections as { replace: StorageTables['connections']['replace'] };
+    /**
+     * A keep-alive of a new, due connection whose slot frees up only after `wait` (which moves
+     * the clock): the leases written to its row meanwhile (owner, end, when), and the outcome.
+     */
+    async function keepAliveAfterWait(mailbox: string, wait: (connectionId: string) => Promise<void>) {
+      const id = await connectMailbox(fixture, mailbox);
+      const start = fixture.clock.now().getTime();
+      fixture.clock.advance(8 * DAY);
+      const { tables, accessTokens } = fixture.broker.services;
+      const connections = tables.connections as { replace: StorageTables['connections']['replace'] };
       const replace = connections.replace;
       const leases: Array<{ owner: string; until: number; at: number }> = [];
       connections.replace = async (value, etag) => {
-        const written = await replace.call(fixture.broker.services.tables.connections, value, etag);
+        const written = await replace.call(tables.connections, value, etag);
         if (value.leaseOwner) leases.push({ owner: value.leaseOwner, until: Date.parse(value.leaseUntil!), at: fixture.clock.now().getTime() });
         return written;
       };
+      const grantsBefore = refreshGrants();
       try {
-        const [result] = await Promise.allSettled([watch()]);
-        return { result: result!, leases };
+        const listed = (await tables.connections.get(id, ''))!;
+        const [result] = await Promise.allSettled([
+          accessTokens.refreshUnlessSince(listed, new Date(fixture.clock.now().getTime() - 7 * DAY), {
+            redeemSlot: async (work) => {
+              await wait(id);
+              return work();
+            },
+          }),
+        ]);
+        return { id, result: result!, leases, grants: refreshGrants() - grantsBefore, row: (await tables.connections.get(id, ''))!.value };
       } finally {
         connections.replace = replace;
+        fixture.clock.advance(start - fixture.clock.now().getTime());
       }
     }
 
     it('renews a lease that ran short while it waited for a slot, then calls Microsoft', async () => {
-      const id = await connectMailbox(fixture, 'waitedlong@contoso.example');
-      const start = fixture.clock.now().getTime();
-      fixture.clock.advance(8 * DAY);
-      try {
-        const { tables, accessTokens } = fixture.broker.services;
-        const before = refreshGrants();
-        const listed = (await tables.connections.get(id, ''))!;
-        const { result, leases } = await leasesWrittenDuring(() =>
-          accessTokens.refreshUnlessSince(listed, new Date(fixture.clock.now().getTime() - 7 * DAY), {
-            // The slot frees up 15 s later: half the lease is gone before the call.
-            redeemSlot: async (work) => {
-              fixture.clock.advance(15_000);
-              return work();
-            },
-          }),
-        );
-        expect(result.status).toBe('fulfilled');
-        expect(refreshGrants()).toBe(before + 1);
-        expect(leases).toHaveLength(2);
-        // Renewed at the call, for a whole lease from then (the test's clock also moves in real time).
-        expect(leases[1]!.until - leases[0]!.until).toBeGreaterThanOrEqual(15_000);
-        expect(leases[1]!.until - leases[1]!.at).toBeGreaterThan(29_000);
-        expect((await tables.connections.get(id, ''))!.value).toMatchObject({ status: 'connected', leaseOwner: null });
-      } finally {
-        fixture.clock.advance(start - fixture.clock.now().getTime());
-      }
+      // The slot frees up 15 s later: half the lease is gone before the call.
+      const { result, leases, grants, row } = await keepAliveAfterWait('waitedlong@contoso.example', async () => void fixture.clock.advance(15_000));
+      expect(result.status).toBe('fulfilled');
+      expect(grants).toBe(1);
+      expect(leases).toHaveLength(2);
+      // Renewed at the call, for a whole lease from then (the test's clock also moves in real time).
+      expect(leases[1]!.until - leases[0]!.until).toBeGreaterThanOrEqual(15_000);
+      expect(leases[1]!.until - leases[1]!.at).toBeGreaterThan(29_000);
+      expect(row).toMatchObject({ status: 'connected', leaseOwner: null });
     });
 
     it('keeps a lease with enough left as it is', async () => {
-      const id = await connectMailbox(fixture, 'waitedshort@contoso.example');
-      const start = fixture.clock.now().getTime();
-      fixture.clock.advance(8 * DAY);
-      try {
-        const { tables, accessTokens } = fixture.broker.services;
-        const listed = (await tables.connections.get(id, ''))!;
-        const { result, leases } = await leasesWrittenDuring(() =>
-          accessTokens.refreshUnlessSince(listed, new Date(fixture.clock.now().getTime() - 7 * DAY), {
-            redeemSlot: async (work) => {
-              fixture.clock.advance(9_000);
-              return work();
-            },
-          }),
-        );
-        expect(result.status).toBe('fulfilled');
-        expect(leases).toHaveLength(1);
-      } finally {
-        fixture.clock.advance(start - fixture.clock.now().getTime());
-      }
+      const { result, leases, grants } = await keepAliveAfterWait('waitedshort@contoso.example', async () => void fixture.clock.advance(9_000));
+      expect(result.status).toBe('fulfilled');
+      expect(grants).toBe(1);
+      expect(leases).toHaveLength(1);
     });
 
     it('does not call Microsoft when its lease ran out and another instance took the connection meanwhile', async () => {
-      const id = await connectMailbox(fixture, 'takenover@contoso.example');
-      const start = fixture.clock.now().getTime();
-      fixture.clock.advance(8 * DAY);
+      const { tables } = fixture.broker.services;
+      let othersLease = '';
+      const { id, result, grants, row } = await keepAliveAfterWait('takenover@contoso.example', async (connectionId) => {
+        fixture.clock.advance(31_000);
+        const current = (await tables.connections.get(connectionId, ''))!;
+        othersLease = new Date(fixture.clock.now().getTime() + 30_000).toISOString();
+        await tables.connections.replace({ ...current.value, leaseOwner: 'another-instance', leaseUntil: othersLease }, current.etag);
+      });
       try {
-        const { tables, accessTokens } = fixture.broker.services;
-        const before = refreshGrants();
-        const listed = (await tables.connections.get(id, ''))!;
-        let othersLease = '';
-        const { result } = await leasesWrittenDuring(() =>
-          accessTokens.refreshUnlessSince(listed, new Date(fixture.clock.now().getTime() - 7 * DAY), {
-            redeemSlot: async (work) => {
-              fixture.clock.advance(31_000);
-              const current = (await tables.connections.get(id, ''))!;
-              othersLease = new Date(fixture.clock.now().getTime() + 30_000).toISOString();
-              await tables.connections.replace({ ...current.value, leaseOwner: 'another-instance', leaseUntil: othersLease }, current.etag);
-              return work();
-            },
-          }),
-        );
         expect(result.status).toBe('rejected');
         expect((result as PromiseRejectedResult).reason).toMatchObject({ code: 'REFRESH_IN_PROGRESS' });
-        expect(refreshGrants()).toBe(before);
+        expect(grants).toBe(0);
         // The other instance's lease stands.
-        expect((await tables.connections.get(id, ''))!.value).toMatchObject({ leaseOwner: 'another-instance', leaseUntil: othersLease });
+        expect(row).toMatchObject({ leaseOwner: 'another-instance', leaseUntil: othersLease });
       } finally {
-        const current = (await fixture.broker.services.tables.connections.get(id, ''))!;
-        await fixture.broker.services.tables.connections.replace({ ...current.value, leaseOwner: null, leaseUntil: null }, current.etag);
+        const current = (await tables.connections.get(id, ''))!;
+        await tables.connections.replace({ ...current.value, leaseOwner: null, leaseUntil: null }, current.etag);
         expect((await fixture.broker.call('DELETE', `/api/manage/connections/${id}`)).status).toBe(204);
-        fixture.clock.advance(start - fixture.clock.now().getTime());
       }
     });
   });
