@@ -69,14 +69,17 @@ export class WriteBudget {
   /**
    * Whether a slot will be free by `deadline` for one more write after `promised` others
    * already started that have yet to ask for theirs, without taking any: the sweep asks before
-   * it starts a refresh. A write in flight is counted as finishing now, its slot free 10 s on.
+   * it starts a refresh. At the earliest, the budget's slots are free now (unused), as their
+   * finished writes leave the window, or 10 s after now (in flight, counted as finishing now);
+   * a write beyond the budget waits for a slot the writes before it used, a window later.
    */
   canSpendBy(deadline: number, promised = 0): boolean {
     const now = this.options.clock.now().getTime();
-    const needed = promised + 1 - (this.options.writesPer10s - this.used(now));
-    if (needed <= 0) return true;
-    const freeAt = needed <= this.finished.length ? this.finished[needed - 1]! + this.windowMs : now + this.windowMs;
-    return freeAt <= deadline;
+    const budget = this.options.writesPer10s;
+    const unused = budget - this.used(now);
+    const slot = promised % budget;
+    const firstFree = slot < unused ? now : slot - unused < this.finished.length ? this.finished[slot - unused]! + this.windowMs : now + this.windowMs;
+    return firstFree + Math.floor(promised / budget) * this.windowMs <= deadline;
   }
 
   /** Writes in flight plus those that finished within the last 10 s. */

@@ -23,15 +23,19 @@ import type { DataKey } from './data-key.js';
 const REFRESH_AHEAD_MS = 5 * 60_000;
 const LEASE_MS = 30_000;
 /**
- * A call to Microsoft starts only with this much of the lease left (a call's own time limit is
- * 15 s): a lease taken a while before the call (the sweep's connections waiting for a slot,
- * slow storage) is renewed first, so it cannot run out while Microsoft is answering.
+ * A call to Microsoft starts with nearly a whole lease ahead of it: what may follow the call
+ * (its own 15 s time limit, then the sweep's wait of up to 12 s for a Key Vault write slot)
+ * must end before the lease does. A lease taken a while before the call (a connection waiting
+ * for a sweep slot, slow storage) is renewed first.
  */
-const LEASE_LEFT_FOR_A_CALL_MS = 20_000;
+const LEASE_LEFT_FOR_A_CALL_MS = LEASE_MS - 2_000;
 /** Connections whose access token one instance keeps in memory (about 2 KB each). */
 const MEMORY_LIMIT = 50_000;
 /** Key Vault allows ~300 writes per 10 s per vault; a rotated refresh token is written at most once a day. */
 const REFRESH_TOKEN_WRITE_INTERVAL_MS = 24 * 3_600_000;
+
+/** Why no call to Microsoft was made for a lease that ran short: another instance holds the row now, or storage failed. */
+type NoCall = { taken: true } | { unreadable: unknown };
 
 export interface AccessToken {
   accessToken: string;
@@ -254,17 +258,30 @@ export class AccessTokens {
   }
 
   /**
-   * The lease with enough time left for a call to Microsoft: as it is, or renewed. If the row
-   * changed meanwhile (another instance took over a lease that ran out, an operator's change),
-   * no call is made: the connection is left to whoever holds it now, or to the next attempt.
+   * The lease with enough time left for a call to Microsoft: as it is, or renewed. A row changed
+   * meanwhile by an operator still carries this instance's lease, which is renewed on it; a row
+   * another instance leased after this lease ran out is left to that instance.
    */
-  private async leaseForCall(leased: Versioned<ConnectionRecord>): Promise<Versioned<ConnectionRecord>> {
+  private async leaseForCall(leased: Versioned<ConnectionRecord>): Promise<{ leased: Versioned<ConnectionRecord> } | NoCall> {
     const now = this.deps.clock.now();
-    if (Date.parse(leased.value.leaseUntil ?? '') - now.getTime() >= LEASE_LEFT_FOR_A_CALL_MS) return leased;
-    const renewed = await this.takeLease(leased, now);
-    if (renewed) return renewed;
-    this.deps.log(`refreshing ${leased.value.id}: its lease ran short and the row changed meanwhile; not calling Microsoft`);
-    throw new BrokerError('REFRESH_IN_PROGRESS', 'Another instance is refreshing this token or the connection changed; try again shortly.', { retryAfterSeconds: 5 });
+    if (Date.parse(leased.value.leaseUntil ?? '') - now.getTime() >= LEASE_LEFT_FOR_A_CALL_MS) return { leased };
+    try {
+      const renewed = await this.takeLease(leased, now);
+      if (renewed) return { leased: renewed };
+      const current = await this.deps.tables.connections.get(leased.value.id, '');
+      const again = current?.value.leaseOwner === this.instance ? await this.takeLease(current, now) : null;
+      return again ? { leased: again } : { taken: true };
+    } catch (error) {
+      return { unreadable: error };
+    }
+  }
+
+  /** The lease could not be kept for a call to Microsoft, so none was made: nothing was redeemed. */
+  private async withoutCall(leased: Versioned<ConnectionRecord>, lastSeen: AccessToken | null, reason: NoCall): Promise<AccessToken> {
+    if ('unreadable' in reason) return this.letGo(leased, lastSeen, 'its lease could not be renewed', reason.unreadable);
+    this.deps.log(`refreshing ${leased.value.id}: its lease ran out before the call and the row is another's now; not calling Microsoft`);
+    if (this.usable(lastSeen)) return this.remember(leased.value.id, lastSeen);
+    throw new BrokerError('REFRESH_IN_PROGRESS', 'Another instance is refreshing this token; try again shortly.', { retryAfterSeconds: 5 });
   }
 
   /** Only the lease holder gets here: it calls Microsoft, stores what came back, and lets go. */
@@ -297,15 +314,24 @@ export class AccessTokens {
     }
     const source = options.credentials ?? this.appCredentials;
     const scopes = delegatedScopes(connection.protocols, this.deps.mailResource);
+    // Each call waits for the caller's slot (the sweep's), then makes sure of the lease.
     const inSlot = <T>(work: () => Promise<T>) => (options.redeemSlot ? options.redeemSlot(work) : work());
     const redeem = (credentials: AppWithSecret) =>
-      inSlot(async () => {
-        leased = await this.leaseForCall(leased);
-        return this.deps.identity.refresh({
-          app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
-          scopes,
-          refreshToken: stored.value,
-        });
+      inSlot(async (): Promise<{ tokens: DelegatedTokens } | { refused: unknown } | { notCalled: NoCall }> => {
+        const kept = await this.leaseForCall(leased);
+        if (!('leased' in kept)) return { notCalled: kept };
+        leased = kept.leased;
+        try {
+          return {
+            tokens: await this.deps.identity.refresh({
+              app: { clientId: credentials.app.clientId, tenant: credentials.app.tenant, clientSecret: credentials.clientSecret },
+              scopes,
+              refreshToken: stored.value,
+            }),
+          };
+        } catch (refused) {
+          return { refused };
+        }
       });
     let credentials: AppWithSecret;
     try {
@@ -314,25 +340,19 @@ export class AccessTokens {
       return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
     }
     const classify = (error: unknown) => classifyMicrosoftError(error, 'refresh', { redirectUri: this.deps.redirectUri });
-    let tokens: DelegatedTokens;
-    try {
-      tokens = await redeem(credentials);
-    } catch (error) {
-      // The lease could not be kept: nothing was redeemed, and the row is not this call's to write.
-      if (error instanceof BrokerError) throw error;
+    let redeemed = await redeem(credentials);
+    if ('refused' in redeemed) {
       // Remembered credentials may predate a secret rotation: a refused secret is retried
       // once with the stored one if it is newer. The refresh token was not redeemed. If the
       // stored one cannot be read now, Microsoft's refusal is the answer.
-      const failure = classify(error);
+      const failure = classify(redeemed.refused);
       const newer = failure.class === 'app_credential' ? await source.newerThan(credentials).catch(() => null) : null;
       if (!newer) return this.failed(leased, failure, lastSeen);
-      try {
-        tokens = await redeem(newer);
-      } catch (retried) {
-        if (retried instanceof BrokerError) throw retried;
-        return this.failed(leased, classify(retried), lastSeen);
-      }
+      redeemed = await redeem(newer);
+      if ('refused' in redeemed) return this.failed(leased, classify(redeemed.refused), lastSeen);
     }
+    if ('notCalled' in redeemed) return this.withoutCall(leased, lastSeen, redeemed.notCalled);
+    const { tokens } = redeemed;
     recordRefresh('refreshed');
 
     // The new refresh token is stored before the row says so; if the write fails the old one,
@@ -386,7 +406,9 @@ export class AccessTokens {
     } catch (error) {
       return this.letGo(leased, lastSeen, 'its app or client secret could not be read', error);
     }
-    leased = await this.leaseForCall(leased);
+    const kept = await this.leaseForCall(leased);
+    if (!('leased' in kept)) return this.withoutCall(leased, lastSeen, kept);
+    leased = kept.leased;
     let result: AppOnlyToken;
     try {
       result = await this.deps.identity.clientCredentials({

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EntraError } from '../../infra/local/sandbox-idp/entra-errors.js';
+import { BrokerError } from '../../shared/errors.js';
 import type { IdentityClient } from '../../shared/identity/msal-identity.js';
 import { AppsService } from '../../shared/manage/apps.js';
 import { secretNames } from '../../shared/secrets/secret-store.js';
@@ -350,7 +351,7 @@ describe('the rotation sweep', () => {
      * A keep-alive of a new, due connection whose slot frees up only after `wait` (which moves
      * the clock): the leases written to its row meanwhile (owner, end, when), and the outcome.
      */
-    async function keepAliveAfterWait(mailbox: string, wait: (connectionId: string) => Promise<void>) {
+    async function keepAliveAfterWait(mailbox: string, wait: (connectionId: string) => Promise<void>, options: { renewalFails?: boolean } = {}) {
       const id = await connectMailbox(fixture, mailbox);
       const start = fixture.clock.now().getTime();
       fixture.clock.advance(8 * DAY);
@@ -359,6 +360,9 @@ describe('the rotation sweep', () => {
       const replace = connections.replace;
       const leases: Array<{ owner: string; until: number; at: number }> = [];
       connections.replace = async (value, etag) => {
+        if (options.renewalFails && value.leaseOwner && leases.length === 1) {
+          throw new BrokerError('STORAGE_UNAVAILABLE', 'Table Storage did not answer as expected; try again.');
+        }
         const written = await replace.call(tables.connections, value, etag);
         if (value.leaseOwner) leases.push({ owner: value.leaseOwner, until: Date.parse(value.leaseUntil!), at: fixture.clock.now().getTime() });
         return written;
@@ -382,22 +386,45 @@ describe('the rotation sweep', () => {
     }
 
     it('renews a lease that ran short while it waited for a slot, then calls Microsoft', async () => {
-      // The slot frees up 15 s later: half the lease is gone before the call.
-      const { result, leases, grants, row } = await keepAliveAfterWait('waitedlong@contoso.example', async () => void fixture.clock.advance(15_000));
+      // The slot frees up 5 s later: the call and a wait for a write slot after it might not fit in what is left.
+      const { result, leases, grants, row } = await keepAliveAfterWait('waitedlong@contoso.example', async () => void fixture.clock.advance(5_000));
       expect(result.status).toBe('fulfilled');
       expect(grants).toBe(1);
       expect(leases).toHaveLength(2);
       // Renewed at the call, for a whole lease from then (the test's clock also moves in real time).
-      expect(leases[1]!.until - leases[0]!.until).toBeGreaterThanOrEqual(15_000);
+      expect(leases[1]!.until - leases[0]!.until).toBeGreaterThanOrEqual(5_000);
       expect(leases[1]!.until - leases[1]!.at).toBeGreaterThan(29_000);
       expect(row).toMatchObject({ status: 'connected', leaseOwner: null });
     });
 
     it('keeps a lease with enough left as it is', async () => {
-      const { result, leases, grants } = await keepAliveAfterWait('waitedshort@contoso.example', async () => void fixture.clock.advance(9_000));
+      const { result, leases, grants } = await keepAliveAfterWait('waitedshort@contoso.example', async () => void fixture.clock.advance(1_000));
       expect(result.status).toBe('fulfilled');
       expect(grants).toBe(1);
       expect(leases).toHaveLength(1);
+    });
+
+    it('renews its lease on a row an operator changed meanwhile, and keeps the change', async () => {
+      const { tables } = fixture.broker.services;
+      const { result, leases, grants, row } = await keepAliveAfterWait('patched@contoso.example', async (connectionId) => {
+        fixture.clock.advance(15_000);
+        const current = (await tables.connections.get(connectionId, ''))!;
+        await tables.connections.replace({ ...current.value, signInName: 'alias@contoso.example' }, current.etag);
+      });
+      expect(result.status).toBe('fulfilled');
+      expect(grants).toBe(1);
+      // The lease, the operator's change (carrying the lease as it was), the renewal.
+      expect(leases).toHaveLength(3);
+      expect(row).toMatchObject({ status: 'connected', leaseOwner: null, signInName: 'alias@contoso.example' });
+    });
+
+    it('does not call Microsoft, nor blame it, when storage fails while the lease is renewed', async () => {
+      const { result, grants, row } = await keepAliveAfterWait('renewalfails@contoso.example', async () => void fixture.clock.advance(15_000), { renewalFails: true });
+      expect(result.status).toBe('rejected');
+      expect((result as PromiseRejectedResult).reason).toMatchObject({ code: 'STORAGE_UNAVAILABLE' });
+      expect(grants).toBe(0);
+      // Let go at once, and not marked as a failure of Microsoft's.
+      expect(row).toMatchObject({ status: 'connected', statusReason: null, leaseOwner: null });
     });
 
     it('does not call Microsoft when its lease ran out and another instance took the connection meanwhile', async () => {

@@ -52,6 +52,9 @@ describe('WriteBudget', () => {
     const start = time.at();
     expect(budget.canSpendBy(start, 2)).toBe(true);
     expect(budget.canSpendBy(start + 9_999, 3)).toBe(false);
+    expect(budget.canSpendBy(start + 19_999, 6)).toBe(false);
+    expect(budget.canSpendBy(start + 20_000, 6)).toBe(true);
+    expect(budget.canSpendBy(start + 9_999, 3)).toBe(false);
     expect(budget.canSpendBy(start + 10_000, 3)).toBe(true);
     await budget.spend(start, async () => undefined);
     time.advance(4_000);
@@ -66,6 +69,11 @@ describe('WriteBudget', () => {
     expect(budget.canSpendBy(start + 13_999, 1)).toBe(false);
     expect(budget.canSpendBy(time.at() + 10_000, 2)).toBe(true);
     expect(budget.canSpendBy(time.at() + 9_999, 2)).toBe(false);
+    // More promised than the budget holds: those beyond it wait a window for a slot used before.
+    expect(budget.canSpendBy(start + 20_000, 3)).toBe(true);
+    expect(budget.canSpendBy(start + 19_999, 3)).toBe(false);
+    expect(budget.canSpendBy(start + 34_000, 7)).toBe(true);
+    expect(budget.canSpendBy(start + 33_999, 7)).toBe(false);
     slow.finish();
     await writing;
   });
