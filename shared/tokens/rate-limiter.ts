@@ -43,6 +43,8 @@ export class RateLimiter {
   private readonly clock: Clock;
   /** In least-recently-used order: each `take` moves its key to the end. */
   private readonly buckets = new Map<string, Bucket>();
+  /** The key at the end: taking it again needs no move (a busy key's requests come in runs). */
+  private lastKey: string | undefined;
 
   constructor(options: RateLimiterOptions) {
     if (!Number.isInteger(options.limitPerMinute) || options.limitPerMinute < 1) {
@@ -63,15 +65,19 @@ export class RateLimiter {
       // A minute refills the bucket entirely; capping elapsed first keeps the product exact.
       const elapsed = Math.min(Math.max(0, now - bucket.updatedAtMs), MINUTE_MS);
       units = Math.min(this.capacity, bucket.units + elapsed * this.limit);
-      this.buckets.delete(keyId);
+      if (keyId !== this.lastKey) {
+        this.buckets.delete(keyId);
+        this.buckets.set(keyId, bucket);
+      }
     } else {
       bucket = { units, updatedAtMs: now };
+      this.buckets.set(keyId, bucket);
     }
+    this.lastKey = keyId;
     const allowed = units >= MINUTE_MS;
     if (allowed) units -= MINUTE_MS;
     bucket.units = units;
     bucket.updatedAtMs = now;
-    this.buckets.set(keyId, bucket);
     this.evict(now);
     if (allowed) return { allowed: true };
     const waitMs = Math.ceil((MINUTE_MS - units) / this.limit);

@@ -78,6 +78,23 @@ describe('RateLimiter', () => {
     expect(limiter.size).toBe(1);
   });
 
+  it('forgets the key idle longest first, however the others took turns', () => {
+    const clock = fakeClock();
+    const limiter = new RateLimiter({ limitPerMinute: 10, clock });
+    limiter.take('key_a');
+    limiter.take('key_b');
+    for (let i = 0; i < 3; i += 1) limiter.take('key_a');
+    clock.advance(30_000);
+    limiter.take('key_a');
+    clock.advance(31_000);
+    // key_b has been idle for 61 s, key_a for 31 s: only key_b goes.
+    limiter.take('key_c');
+    expect(limiter.size).toBe(2);
+    clock.advance(30_000);
+    limiter.take('key_c');
+    expect(limiter.size).toBe(1);
+  });
+
   it('stays within maxKeys even when every key is busy, erring towards allowing', () => {
     const clock = fakeClock();
     const limiter = new RateLimiter({ limitPerMinute: 1, clock, maxKeys: 100 });
