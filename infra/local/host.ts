@@ -170,7 +170,7 @@ export function createLocalHost(options: LocalHostOptions): Server {
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const target = parseTarget(request.url ?? '/');
     if (target === null) {
-      send(response, problem(new BrokerError('NOT_FOUND', 'The request target is not a valid path.'), undefined));
+      await send(response, problem(new BrokerError('NOT_FOUND', 'The request target is not a valid path.'), undefined));
       return;
     }
     const path = target.pathname;

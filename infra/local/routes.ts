@@ -80,7 +80,8 @@ export function matchRoute(route: CompiledRoute, parts: string[]): Record<string
     // an ASCII literal (what grows under toLowerCase is not ASCII).
     else if (segment.lowerCase !== part && (segment.lowerCase.length !== part.length || segment.lowerCase !== part.toLowerCase())) return null;
   }
-  return parts.length === segments.length ? params : null;
+  // Every part was matched: fewer would have met an undefined part, more were refused above.
+  return params;
 }
 
 export function findRoute(routes: readonly CompiledRoute[], parts: string[]): { route: CompiledRoute; params: Record<string, string> } | null {
